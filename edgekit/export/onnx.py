@@ -1,0 +1,99 @@
+"""`edgekit export --to onnx`: torch -> ONNX (opset 17, the legacy exporter that JetPack's TensorRT
+parses), onnxslim, onnx.checker, then a parity check against PyTorch on real held-out images. An
+export that misses the tolerance is not written."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.compare import compare_logits
+from edgekit.data.imagefolder import heldout_for
+from edgekit.errors import EdgekitError
+from edgekit.fileio import atomic_path
+from edgekit.manifest import Artifact, Manifest
+from edgekit.platform import machine_summary
+from edgekit.vision.preprocess import batch_classify
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OnnxExportConfig:
+    opset: int = 17  # TensorRT 10.3 (JetPack 6) parses up to opset 17 fully
+    dynamic_batch: bool = False  # a 'batch' axis instead of a fixed batch of 1
+    slim: bool = True  # onnxslim: constant folding and fusion before TensorRT sees it
+    parity_images: int = 500  # held-out images compared against PyTorch (0 = skip the check)
+    tolerance: float = 1e-3  # max abs error / max |logit| allowed
+    min_top1_agreement: float = 1.0  # fraction of images whose top-1 must agree
+    data: str | None = None  # held-out images; default: the val split recorded in the manifest
+
+
+def onnx_from_torch(model_dir: str | Path, cfg: OnnxExportConfig | None = None) -> Artifact:
+    import onnx
+    import torch
+
+    from edgekit.runners.torch import build_from_manifest
+
+    cfg = cfg or OnnxExportConfig()
+    manifest = Manifest.load(model_dir)
+    if manifest.task != "classify":
+        raise EdgekitError(f"ONNX export of '{manifest.task}' models comes with the detection stage")
+    src = manifest.find_artifact("torch", "fp32")
+    model = build_from_manifest(manifest, manifest.artifact_path(src)).eval()
+    inp, outs = manifest.input, [o.name for o in manifest.outputs]
+    dynamic = {inp.name: {0: "batch"}, **{o: {0: "batch"} for o in outs}} if cfg.dynamic_batch else None
+    dest = manifest.model_dir / "model.onnx"
+    with atomic_path(dest) as tmp:
+        with torch.no_grad():
+            torch.onnx.export(model, torch.zeros(inp.shape), str(tmp), dynamo=False, opset_version=cfg.opset,
+                              input_names=[inp.name], output_names=outs, dynamic_axes=dynamic,
+                              do_constant_folding=True)
+        if cfg.slim:
+            _slim(tmp)
+        onnx.checker.check_model(str(tmp), full_check=True)
+        parity = _parity(manifest, model, tmp, cfg) if cfg.parity_images else {}
+    art = manifest.add_artifact("onnxrt", dest.name, "fp32", built_from=src.path, built_on=machine_summary(),
+                                options={"opset": cfg.opset, "dynamic_batch": cfg.dynamic_batch, "slim": cfg.slim},
+                                parity=parity)
+    manifest.save()
+    return art
+
+
+def _slim(path: Path) -> None:
+    import onnx
+    import onnxslim
+
+    slimmed = onnxslim.slim(onnx.load(str(path)))
+    onnx.save(slimmed, str(path))
+
+
+def _parity(manifest: Manifest, model, onnx_path: Path, cfg: OnnxExportConfig) -> dict:
+    """PyTorch vs ONNX Runtime on real held-out images; raises when beyond tolerance."""
+    import torch
+
+    from edgekit.runners.onnxrt import OnnxrtRunner
+
+    val = heldout_for(manifest, cfg.data, limit=cfg.parity_images)
+    x = batch_classify([val.image(i) for i in range(len(val))], manifest.input)
+    with torch.no_grad():
+        ref = np.concatenate([model(torch.from_numpy(x[i:i + 64])).numpy() for i in range(0, len(x), 64)])
+    got = []
+    with OnnxrtRunner(onnx_path) as r:
+        name = manifest.input.name
+        step = len(x) if cfg.dynamic_batch else 1
+        for i in range(0, len(x), step):
+            got.append(r.infer({name: x[i:i + step]})[manifest.outputs[0].name])
+    result = compare_logits(ref, np.concatenate(got))
+    result.update(reference="torch", tolerance=cfg.tolerance, images=len(val))
+    result["passed"] = result["max_rel"] <= cfg.tolerance and result["top1_agreement"] >= cfg.min_top1_agreement
+    log.info("ONNX vs PyTorch on %d held-out images: max abs %.2e (%.2e of scale), top-1 agreement %.2f%%",
+             len(val), result["max_abs"], result["max_rel"], 100 * result["top1_agreement"])
+    if not result["passed"]:
+        raise EdgekitError(
+            f"ONNX export disagrees with PyTorch beyond tolerance: max error {result['max_rel']:.2e} of the logits' "
+            f"scale (allowed {cfg.tolerance:.0e}), top-1 agreement {result['top1_agreement']:.2%}; nothing written. "
+            "Try without onnxslim (--no-slim) or another opset, and report the model")
+    return result

@@ -1,0 +1,166 @@
+"""What this machine is: Jetson model and L4T/JetPack, CPU, GPU, CUDA, power mode, and the versions of
+every backend. Nothing here imports torch, TensorRT or tinygrad: versions are read from package metadata,
+and CUDA facts from the driver files or nvidia-smi when present."""
+from __future__ import annotations
+
+import importlib.metadata as md
+import importlib.util
+import os
+import platform as _py
+import re
+import shutil
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+# L4T release -> JetPack (the pairs NVIDIA publishes; newest first).
+_JETPACK = {"36.4": "6.1/6.2", "36.3": "6.0", "36.2": "6.0 DP", "35.6": "5.1.4", "35.5": "5.1.3",
+            "35.4": "5.1.2", "35.3": "5.1.1", "35.2": "5.1", "35.1": "5.0.2", "32.7": "4.6.x"}
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text(errors="replace").strip("\x00\n ")
+    except OSError:
+        return None
+
+
+def jetson() -> dict[str, Any] | None:
+    """Jetson facts, or None on anything else."""
+    model = _read("/proc/device-tree/model")
+    release = _read("/etc/nv_tegra_release")
+    if not release and not (model and ("jetson" in model.lower() or "nvidia" in model.lower())):
+        return None
+    info: dict[str, Any] = {"model": model}
+    m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", release or "")
+    if m:
+        l4t = f"{m.group(1)}.{m.group(2)}"
+        info["l4t"] = l4t
+        info["jetpack"] = next((jp for k, jp in _JETPACK.items() if l4t.startswith(k)), "unknown")
+    nvp = _run(["nvpmodel", "-q"])
+    if nvp:
+        m = re.search(r"NV Power Mode:\s*(\S+)", nvp)
+        info["power_mode"] = m.group(1) if m else nvp.splitlines()[0]
+    return info
+
+
+def cpu() -> dict[str, Any]:
+    name = None
+    for line in (_read("/proc/cpuinfo") or "").splitlines():
+        if line.lower().startswith(("model name", "hardware")):
+            name = line.split(":", 1)[1].strip()
+            break
+    return {"name": name or _py.processor() or _py.machine(), "arch": _py.machine(), "cores": os.cpu_count()}
+
+
+def gpu() -> dict[str, Any] | None:
+    """The NVIDIA GPU as the driver reports it (nvidia-smi), or the integrated GPU on a Jetson."""
+    out = _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,compute_cap", "--format=csv,noheader"])
+    if out:
+        parts = [p.strip() for p in out.splitlines()[0].split(",")]
+        info: dict[str, Any] = {"name": parts[0], "driver": parts[1] if len(parts) > 1 else None,
+                                "memory": parts[2] if len(parts) > 2 else None,
+                                "compute_capability": parts[3] if len(parts) > 3 else None}
+        m = re.search(r"CUDA Version:\s*([\d.]+)", _run(["nvidia-smi"]) or "")
+        info["cuda_driver"] = m.group(1) if m else None
+        return info
+    if jetson():
+        return {"name": "integrated (Jetson)", "integrated": True}
+    return None
+
+
+def cuda_toolkit() -> str | None:
+    for f in ("/usr/local/cuda/version.json", "/usr/local/cuda/version.txt"):
+        text = _read(f)
+        if text:
+            m = re.search(r'"cuda"\s*:\s*\{[^}]*"version"\s*:\s*"([\d.]+)"', text) or re.search(r"([\d]+\.[\d.]+)", text)
+            if m:
+                return m.group(1)
+    nvcc = _run(["nvcc", "--version"])
+    m = re.search(r"release ([\d.]+)", nvcc or "")
+    return m.group(1) if m else None
+
+
+def version(dist: str) -> str | None:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def module_present(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def libraries() -> dict[str, Any]:
+    """Versions of the libraries edgekit drives (from metadata; TensorRT from JetPack has no pip metadata)."""
+    ort = None
+    for d in ("onnxruntime-gpu", "onnxruntime"):
+        if version(d):
+            ort = {"version": version(d), "package": d}
+            break
+    trt = version("tensorrt") or version("tensorrt-cu12") or version("tensorrt-libs")
+    if trt is None and module_present("tensorrt"):
+        trt = "present (no pip metadata: JetPack)"
+    return {
+        "python": _py.python_version(),
+        "numpy": version("numpy"),
+        "torch": version("torch"),
+        "torchvision": version("torchvision"),
+        "onnx": version("onnx"),
+        "onnxruntime": ort,
+        "tensorrt": trt,
+        "cuda-python": version("cuda-python") or version("cuda-bindings"),
+        "pycuda": version("pycuda"),
+        "tinygrad": version("tinygrad"),
+        "ultralytics": version("ultralytics"),
+        "opencv": version("opencv-python") or version("opencv-python-headless") or version("opencv-contrib-python")
+        or ("present" if module_present("cv2") else None),
+    }
+
+
+def ort_providers() -> list[str]:
+    if not module_present("onnxruntime"):
+        return []
+    import onnxruntime
+
+    return list(onnxruntime.get_available_providers())
+
+
+def opencv_gstreamer() -> bool | None:
+    if not module_present("cv2"):
+        return None
+    import cv2
+
+    m = re.search(r"GStreamer:\s*(\w+)", cv2.getBuildInformation())
+    return bool(m and m.group(1).upper() == "YES")
+
+
+@lru_cache(maxsize=1)
+def machine_summary() -> dict[str, Any]:
+    """The facts stored with every built artifact and every measurement."""
+    return {"host": _py.node(), "os": f"{_py.system()} {_py.release()}", "cpu": cpu(), "gpu": gpu(),
+            "jetson": jetson(), "cuda": cuda_toolkit(), "libraries": libraries()}
+
+
+def info() -> dict[str, Any]:
+    """Everything `edgekit info` prints."""
+    s = dict(machine_summary())
+    s["onnxruntime_providers"] = ort_providers()
+    s["opencv_gstreamer"] = opencv_gstreamer()
+    s["clang"] = shutil.which("clang")
+    return s
+
+
+def _run(cmd: list[str]) -> str | None:
+    if not shutil.which(cmd[0]):
+        return None
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return r.stdout.strip() if r.returncode == 0 else None

@@ -1,0 +1,48 @@
+"""Backends behind one interface. Each lives in its own module, imported only when asked for, so
+loading an ONNX Runtime runner never imports torch."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import EdgekitError, unknown_choice
+from edgekit.manifest import BACKENDS, Manifest
+from edgekit.runners.base import Runner
+
+# backend -> (module, class, what to install when the import fails)
+_REGISTRY = {
+    "torch": ("edgekit.runners.torch", "TorchRunner", "pip install 'edgekit[train]' (torch, torchvision)"),
+    "onnxrt": ("edgekit.runners.onnxrt", "OnnxrtRunner", "pip install 'edgekit[runtime]' (onnxruntime; "
+               "onnxruntime-gpu on Jetson)"),
+}
+
+
+def available_backends() -> tuple[str, ...]:
+    return tuple(b for b in BACKENDS if b in _REGISTRY)
+
+
+def runner_class(backend: str) -> type[Runner]:
+    if backend not in _REGISTRY:
+        raise unknown_choice("backend", backend, available_backends())
+    module, cls, install = _REGISTRY[backend]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise EdgekitError(f"the {backend} backend is not installed ({e.name or e}): {install}") from None
+    return getattr(mod, cls)
+
+
+def load_runner(model: str | Path | Manifest, backend: str, *, precision: str | None = None,
+                device: str | None = None, verify: bool = True, **options: Any) -> Runner:
+    """A runner for the model directory's `backend` artifact (fp32 first when precision is None).
+    The artifact's sha256 is checked against the manifest unless verify=False. Call load() or use
+    `with`."""
+    manifest = model if isinstance(model, Manifest) else Manifest.load(model)
+    cls = runner_class(backend)
+    art = manifest.find_artifact(backend, precision)
+    path = manifest.artifact_path(art, verify=verify)
+    return cls(path, device=device or cls.devices[0], precision=art.precision, manifest=manifest, **options)
+
+
+__all__ = ["Runner", "available_backends", "load_runner", "runner_class"]

@@ -1,0 +1,87 @@
+"""ONNX Runtime: CPU, CUDA and TensorRT execution providers."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+from edgekit.manifest import TensorSpec
+from edgekit.runners.base import Runner
+
+_ORT_DTYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
+    "tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(bool)": "bool",
+}
+# device -> execution providers, best first; CPU is always the last resort.
+_PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+class OnnxrtRunner(Runner):
+    """Options: threads (intra-op, 0 = ORT's default), inter_threads, graph_opt ('all'|'extended'|'basic'|
+    'disable'), trt_fp16, trt_int8, trt_cache_dir (TensorRT EP engine cache), cuda_mem_limit (bytes)."""
+
+    backend = "onnxrt"
+    devices = ("cpu", "cuda", "trt")
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        wanted = _PROVIDERS[self.device]
+        if wanted[0] not in available:
+            raise EdgekitError(
+                f"ONNX Runtime here has no {wanted[0]} (it has {', '.join(available)}); on Jetson install the "
+                "onnxruntime-gpu wheel for your JetPack, or run with --device cpu")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(self.options.get("threads", 0))
+        so.inter_op_num_threads = int(self.options.get("inter_threads", 0))
+        level = self.options.get("graph_opt", "all")
+        so.graph_optimization_level = {
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        }[level]
+        so.log_severity_level = 3
+        providers = [(p, self._provider_options(p)) for p in wanted if p in available]
+        try:
+            self.session = ort.InferenceSession(str(self.artifact), sess_options=so, providers=providers)
+        except Exception as e:  # ORT raises its own exception types for bad protobuf / graphs
+            raise EdgekitError(
+                f"ONNX Runtime could not load {self.artifact}: {str(e).strip().splitlines()[0]}. "
+                "Is it a complete .onnx file? Re-run `edgekit export MODEL_DIR --to onnx`") from None
+        self.providers = self.session.get_providers()
+        self._output_names = [o.name for o in self.session.get_outputs()]
+
+    def _provider_options(self, provider: str) -> dict[str, Any]:
+        o = self.options
+        if provider == "TensorrtExecutionProvider":
+            opts: dict[str, Any] = {
+                "trt_fp16_enable": bool(o.get("trt_fp16", self.precision == "fp16")),
+                "trt_int8_enable": bool(o.get("trt_int8", False)),
+            }
+            if o.get("trt_cache_dir"):
+                opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(o["trt_cache_dir"]),
+                            trt_timing_cache_enable=True)
+            return opts
+        if provider == "CUDAExecutionProvider" and o.get("cuda_mem_limit"):
+            return {"gpu_mem_limit": int(o["cuda_mem_limit"])}
+        return {}
+
+    def _io(self) -> tuple[dict[str, TensorSpec], dict[str, TensorSpec]]:
+        def spec(arg: Any) -> TensorSpec:
+            shape = [d if isinstance(d, int) else str(d or "dim") for d in arg.shape]
+            return TensorSpec(arg.name, shape, _ORT_DTYPES.get(arg.type, "float32"))
+
+        return ({a.name: spec(a) for a in self.session.get_inputs()},
+                {a.name: spec(a) for a in self.session.get_outputs()})
+
+    def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self._output_names, self.session.run(self._output_names, dict(feed))))
+
+    def _close(self) -> None:
+        self.session = None

