@@ -10,9 +10,11 @@ import shutil
 import time
 from pathlib import Path
 
+from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
+RECIPES = Path(__file__).resolve().parents[1] / "models"
 TOP1_FLOOR = 0.97  # what the demo classifier must reach on the held-out split
 
 
@@ -23,6 +25,7 @@ def run_demo(out: str | Path, *, quick: bool = False) -> int:
     from edgekit.profile.quick import bench_backends, format_table
     from edgekit.train.classify import train_classifier
     from edgekit.train.classify_config import ClassifyConfig
+    from edgekit.configs import load_recipe
 
     out = Path(out)
     t_start = time.perf_counter()
@@ -41,9 +44,12 @@ def run_demo(out: str | Path, *, quick: bool = False) -> int:
     log.info("[demo] 2/4 train: MobileNetV2 (packaged ImageNet backbone), 1 head-only epoch, then fine-tune")
     t0 = time.perf_counter()
     model_dir = out / "models" / "mnist_mobilenet_v2"
-    cfg = ClassifyConfig(data=str(data), out=str(model_dir), arch="mobilenet_v2", pretrained="packaged", imgsz=64,
-                         strategy="finetune", epochs=2 if quick else 5, head_epochs=1, backbone_lr_scale=0.33,
-                         lr=2e-3, hflip=0.0, scale_min=0.75, batch=64, seed=0)
+    recipe = RECIPES / "mnist_mobilenet_v2.yaml"
+    if not recipe.exists():
+        raise EdgekitError(f"{recipe} is missing: run the demo from an edgekit source checkout (make demo)")
+    values = load_recipe(str(recipe), ClassifyConfig)
+    values.update(data=str(data), out=str(model_dir), **({"epochs": 2} if quick else {}))
+    cfg = ClassifyConfig(**values)
     summary = train_classifier(cfg)
     step("train", t0)
 

@@ -1,8 +1,7 @@
 """Options of `edgekit train classify`, in one place (no torch import: the CLI builds its --help from it)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 from edgekit.errors import EdgekitError, unknown_choice
 
@@ -61,11 +60,3 @@ class ClassifyConfig:
                 raise EdgekitError(f"--{name} must be at least 1")
         if not 0 < self.crop_pct <= 1:
             raise EdgekitError("--crop-pct must be in (0, 1]")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ClassifyConfig":
-        known = {f.name for f in fields(cls)}
-        extra = sorted(set(d) - known)
-        if extra:
-            raise EdgekitError(f"unknown train option(s) {extra}")
-        return cls(**d)
