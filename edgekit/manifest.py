@@ -117,10 +117,16 @@ class Manifest:
     model_dir: Path | None = field(default=None, repr=False, compare=False)  # where it was loaded from
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise EdgekitError("manifest: 'name' must be a non-empty string")
+        if not isinstance(self.schema_version, int) or self.schema_version < 1:
+            raise EdgekitError("manifest: 'schema_version' must be a positive integer")
         if self.task not in TASKS:
             raise unknown_choice("task", self.task, TASKS)
-        if not self.labels or not all(isinstance(x, str) for x in self.labels):
+        if not isinstance(self.labels, list) or not self.labels or not all(isinstance(x, str) for x in self.labels):
             raise EdgekitError("manifest: 'labels' must be a non-empty list of class names")
+        if not isinstance(self.source, dict):
+            raise EdgekitError("manifest: 'source' must be an object")
 
     # ---- reading -------------------------------------------------------------------------------
     @classmethod
@@ -159,6 +165,8 @@ class Manifest:
         if not isinstance(d["outputs"], list) or not d["outputs"]:
             raise EdgekitError("manifest 'outputs' must be a non-empty list")
         d["outputs"] = [_build(TensorSpec, o, f"outputs[{i}]") for i, o in enumerate(d["outputs"])]
+        if not isinstance(d.get("artifacts", []), list):
+            raise EdgekitError("manifest 'artifacts' must be a list")
         d["artifacts"] = [_build(Artifact, a, f"artifacts[{i}]") for i, a in enumerate(d.get("artifacts", []))]
         return cls(**d)
 

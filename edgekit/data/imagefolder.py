@@ -24,13 +24,33 @@ def read_image(path: str | Path) -> np.ndarray | None:
         return None
     if data.size == 0:
         return None
-    if Path(path).suffix.lower() in (".jpg", ".jpeg"):
-        # libjpeg decodes a truncated file into a half-grey image with only a warning: check the EOI marker.
-        tail = data[-64:].tobytes().rstrip(b"\x00")
-        if not tail.endswith(b"\xff\xd9"):
-            return None
+    if Path(path).suffix.lower() in (".jpg", ".jpeg") and not jpeg_complete(data.tobytes()):
+        return None  # libjpeg decodes a truncated file into a half-grey image with only a warning
     img = cv2.imdecode(data, cv2.IMREAD_COLOR)
     return img if img is not None and img.size else None
+
+
+def jpeg_complete(buf: bytes) -> bool:
+    """True when the JPEG's scan data is followed by its end-of-image marker. Walks the segment headers to
+    the first start-of-scan (so EXIF thumbnails, which carry their own markers, are skipped), then looks for
+    EOI after it; bytes after EOI (phone motion-photo trailers) are allowed."""
+    if not buf.startswith(b"\xff\xd8"):
+        return False
+    i = 2
+    while i + 4 <= len(buf):
+        if buf[i] != 0xFF:
+            return False
+        marker = buf[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xDA:  # start of scan: entropy-coded data follows; 0xFF in it is byte-stuffed
+            return buf.find(b"\xff\xd9", i + 2) != -1
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            i += 2
+            continue
+        i += 2 + int.from_bytes(buf[i + 2:i + 4], "big")
+    return False
 
 
 @dataclass

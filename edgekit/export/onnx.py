@@ -4,6 +4,7 @@ export that misses the tolerance is not written."""
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,22 +33,26 @@ class OnnxExportConfig:
 
 
 def onnx_from_torch(model_dir: str | Path, cfg: OnnxExportConfig | None = None) -> Artifact:
+    cfg = cfg or OnnxExportConfig()
+    manifest = Manifest.load(model_dir)  # before the heavy imports: a wrong path fails fast
+    if manifest.task != "classify":
+        raise EdgekitError(f"ONNX export of '{manifest.task}' models comes with the detection stage")
+    src = manifest.find_artifact("torch", "fp32")
+
     import onnx
     import torch
 
     from edgekit.runners.torch import build_from_manifest
 
-    cfg = cfg or OnnxExportConfig()
-    manifest = Manifest.load(model_dir)
-    if manifest.task != "classify":
-        raise EdgekitError(f"ONNX export of '{manifest.task}' models comes with the detection stage")
-    src = manifest.find_artifact("torch", "fp32")
     model = build_from_manifest(manifest, manifest.artifact_path(src)).eval()
     inp, outs = manifest.input, [o.name for o in manifest.outputs]
     dynamic = {inp.name: {0: "batch"}, **{o: {0: "batch"} for o in outs}} if cfg.dynamic_batch else None
     dest = manifest.model_dir / "model.onnx"
     with atomic_path(dest) as tmp:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # The legacy (TorchScript) exporter is deprecated upstream, but it is the one that writes the
+            # single-file opset-17 graphs JetPack's TensorRT parses; the dynamo path moves to opset 18.
+            warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(model, torch.zeros(inp.shape), str(tmp), dynamo=False, opset_version=cfg.opset,
                               input_names=[inp.name], output_names=outs, dynamic_axes=dynamic,
                               do_constant_folding=True)

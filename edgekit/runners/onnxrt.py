@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, unknown_choice
 from edgekit.manifest import TensorSpec
 from edgekit.runners.base import Runner
 
@@ -41,11 +41,14 @@ class OnnxrtRunner(Runner):
         so = ort.SessionOptions()
         so.intra_op_num_threads = int(self.options.get("threads", 0))
         so.inter_op_num_threads = int(self.options.get("inter_threads", 0))
-        level = self.options.get("graph_opt", "all")
-        so.graph_optimization_level = {
+        levels = {
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        }[level]
+        }
+        level = self.options.get("graph_opt", "all")
+        if level not in levels:
+            raise unknown_choice("graph_opt", str(level), levels)
+        so.graph_optimization_level = levels[level]
         so.log_severity_level = 3
         providers = [(p, self._provider_options(p)) for p in wanted if p in available]
         try:

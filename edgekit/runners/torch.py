@@ -1,6 +1,7 @@
 """PyTorch: the reference backend. CPU or CUDA, fp32 or fp16 (fp16 on CUDA)."""
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,9 +38,9 @@ class TorchRunner(Runner):
         self._dtype = torch.float16 if self.precision == "fp16" else torch.float32
 
     def _io(self) -> tuple[dict[str, TensorSpec], dict[str, TensorSpec]]:
-        m = self.manifest
-        spec = TensorSpec(m.input.name, list(m.input.shape), m.input.dtype)
-        return {spec.name: spec}, {o.name: o for o in m.outputs}
+        m = self.manifest  # any batch size: the first axis is dynamic in eager PyTorch
+        spec = TensorSpec(m.input.name, ["batch", *m.input.shape[1:]], m.input.dtype)
+        return {spec.name: spec}, {o.name: TensorSpec(o.name, ["batch", *o.shape[1:]], o.dtype) for o in m.outputs}
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> Any:
         x = torch.from_numpy(feed[self.manifest.input.name]).to(self.device, self._dtype, non_blocking=True)
@@ -70,8 +71,10 @@ def build_from_manifest(manifest, weights_path) -> torch.nn.Module:
     model, _ = build_model(arch, len(manifest.labels), pretrained="none")
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise TypeError("not a state_dict")
         model.load_state_dict(state)
-    except (RuntimeError, KeyError, EOFError, OSError) as e:
+    except (RuntimeError, KeyError, EOFError, OSError, TypeError, pickle.UnpicklingError) as e:
         raise EdgekitError(f"{weights_path} does not hold {arch} weights for {len(manifest.labels)} classes "
                            f"({type(e).__name__}); re-train or restore the file") from None
     return model
