@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,9 @@ _PROVIDERS = {
 
 class OnnxrtRunner(Runner):
     """Options: threads (intra-op, 0 = ORT's default), inter_threads, graph_opt ('all'|'extended'|'basic'|
-    'disable'), trt_fp16, trt_int8, trt_cache_dir (TensorRT EP engine cache), cuda_mem_limit (bytes)."""
+    'disable'); TensorRT EP: trt_fp16, trt_int8 (default from the artifact's precision), trt_cache_dir (engine
+    cache, one sub-folder per precision flags), trt_profile_shapes ('min,opt,max' for a dynamic batch),
+    dla_core; CUDA EP: cuda_mem_limit (bytes)."""
 
     backend = "onnxrt"
     devices = ("cpu", "cuda", "trt")
@@ -63,13 +66,24 @@ class OnnxrtRunner(Runner):
     def _provider_options(self, provider: str) -> dict[str, Any]:
         o = self.options
         if provider == "TensorrtExecutionProvider":
+            # A Q/DQ (int8) model needs the int8 flag or the provider refuses it; fp16 kernels are allowed
+            # for reduced precisions so layers TensorRT keeps unquantized do not fall back to fp32.
+            int8 = bool(o.get("trt_int8", self.precision == "int8"))
             opts: dict[str, Any] = {
-                "trt_fp16_enable": bool(o.get("trt_fp16", self.precision == "fp16")),
-                "trt_int8_enable": bool(o.get("trt_int8", False)),
+                "trt_fp16_enable": bool(o.get("trt_fp16", self.precision in ("fp16", "int8"))),
+                "trt_int8_enable": int8,
             }
             if o.get("trt_cache_dir"):
-                opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(o["trt_cache_dir"]),
-                            trt_timing_cache_enable=True)
+                # The provider's own cache key ignores the precision flags: one folder per flag set, so a
+                # changed flag never serves an engine built with the old ones.
+                flags = f"fp16{int(opts['trt_fp16_enable'])}-int8{int(int8)}"
+                opts.update(trt_engine_cache_enable=True, trt_timing_cache_enable=True,
+                            trt_engine_cache_path=str(Path(o["trt_cache_dir"]) / flags))
+            if o.get("trt_profile_shapes"):  # "input:1x3x224x224,input:4x3x224x224,input:8x3x224x224" (min,opt,max)
+                lo, opt, hi = str(o["trt_profile_shapes"]).split(",")
+                opts.update(trt_profile_min_shapes=lo, trt_profile_opt_shapes=opt, trt_profile_max_shapes=hi)
+            if o.get("dla_core") is not None:
+                opts.update(trt_dla_enable=True, trt_dla_core=int(o["dla_core"]))
             return opts
         if provider == "CUDAExecutionProvider" and o.get("cuda_mem_limit"):
             return {"gpu_mem_limit": int(o["cuda_mem_limit"])}

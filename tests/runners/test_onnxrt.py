@@ -126,3 +126,17 @@ def test_import_edgekit_is_light():
     p = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("precision, fp16, int8", [("fp32", False, False), ("fp16", True, False), ("int8", True, True)])
+def test_tensorrt_provider_options_follow_the_artifact(tmp_path, precision, fp16, int8):
+    from edgekit.runners.onnxrt import OnnxrtRunner
+
+    r = OnnxrtRunner(tmp_path / "m.onnx", device="trt", precision=precision, trt_cache_dir=tmp_path / "c",
+                     trt_profile_shapes="input:1x3x8x8,input:2x3x8x8,input:4x3x8x8")
+    o = r._provider_options("TensorrtExecutionProvider")
+    assert (o["trt_fp16_enable"], o["trt_int8_enable"]) == (fp16, int8)
+    # engines built with other precision flags never share a cache folder
+    assert o["trt_engine_cache_path"].endswith(f"fp16{int(fp16)}-int8{int(int8)}")
+    assert (o["trt_profile_min_shapes"], o["trt_profile_max_shapes"]) == ("input:1x3x8x8", "input:4x3x8x8")
+    assert r._provider_options("CPUExecutionProvider") == {}
