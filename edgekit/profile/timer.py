@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+MAX_SAMPLES = 100_000  # per stage: percentiles over the most recent samples, memory bounded
 
 
 @dataclass
@@ -19,8 +23,8 @@ class LatencyStats:
     max_ms: float
 
     @classmethod
-    def from_ns(cls, samples_ns: list[int] | np.ndarray) -> "LatencyStats":
-        a = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    def from_ns(cls, samples_ns) -> "LatencyStats":
+        a = np.fromiter(samples_ns, dtype=np.float64) / 1e6
         if a.size == 0:
             nan = float("nan")
             return cls(0, nan, nan, nan, nan, nan, nan, nan)
@@ -34,12 +38,16 @@ class LatencyStats:
 
 @dataclass
 class Timer:
-    """Collects samples per named stage; `with timer("detect"): ...` or `timer.add("detect", ns)`."""
+    """Collects samples per named stage; `with timer("detect"): ...` or `timer.add("detect", ns)`. Each stage
+    keeps its most recent MAX_SAMPLES samples."""
 
-    samples: dict[str, list[int]] = field(default_factory=dict)
+    samples: dict[str, deque[int]] = field(default_factory=dict)
 
     def add(self, stage: str, ns: int) -> None:
-        self.samples.setdefault(stage, []).append(ns)
+        q = self.samples.get(stage)
+        if q is None:
+            q = self.samples[stage] = deque(maxlen=MAX_SAMPLES)
+        q.append(ns)
 
     def __call__(self, stage: str) -> "_Span":
         return _Span(self, stage)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import abc
 import time
+from collections import deque
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.manifest import Manifest, TensorSpec
+from edgekit.profile.timer import MAX_SAMPLES
 
 
 class Runner(abc.ABC):
@@ -33,7 +35,8 @@ class Runner(abc.ABC):
         self.manifest = manifest
         self.options = options
         self.last_infer_ns = 0
-        self.infer_ns: list[int] = []  # one sample per infer() call: _infer + _sync
+        # one sample per infer() call (_infer + _sync); bounded, so a loop that runs for days stays flat
+        self.infer_ns: deque[int] = deque(maxlen=MAX_SAMPLES)
         self._loaded = False
         self._inputs: dict[str, TensorSpec] = {}
         self._outputs: dict[str, TensorSpec] = {}

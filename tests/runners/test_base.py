@@ -63,7 +63,7 @@ def test_timing_covers_infer_and_sync_but_not_fetch(artifact):
     np.testing.assert_array_equal(out["y"], np.full((2, 3), 2, np.float32))
     lo = (SleepyRunner.INFER_S + SleepyRunner.SYNC_S) * 1e9
     assert lo <= r.last_infer_ns < lo + SleepyRunner.FETCH_S * 1e9 * 0.9
-    assert r.infer_ns == [r.last_infer_ns]
+    assert list(r.infer_ns) == [r.last_infer_ns]
 
 
 def test_construction_is_cheap_and_load_is_lazy(tmp_path):
@@ -176,7 +176,7 @@ def test_no_resource_warning_when_closed_or_never_loaded(model_dir):
 def test_one_timing_sample_per_infer_call(model_dir, val_batch):
     x = val_batch[0]
     with load_runner(model_dir, "onnxrt") as r:
-        assert r.infer_ns == [] and r.last_infer_ns == 0
+        assert list(r.infer_ns) == [] and r.last_infer_ns == 0
         for i in range(4):
             r.infer({"input": x[i:i + 1]})
         assert len(r.infer_ns) == 4
