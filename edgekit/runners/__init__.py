@@ -15,7 +15,20 @@ _REGISTRY = {
     "torch": ("edgekit.runners.torch", "TorchRunner", "pip install 'edgekit[train]' (torch, torchvision)"),
     "onnxrt": ("edgekit.runners.onnxrt", "OnnxrtRunner", "pip install 'edgekit[runtime]' (onnxruntime; "
                "onnxruntime-gpu on Jetson)"),
+    "trt": ("edgekit.runners.trt", "TrtRunner", "TensorRT comes with JetPack on Jetson (python3-libnvinfer) and "
+            "cuda-python: pip install 'cuda-python<13'"),
+    "tinygrad": ("edgekit.runners.tinygrad", "TinygradRunner", "pip install 'edgekit[tinygrad]' (tinygrad 0.14, "
+                 "Python >= 3.11; its CPU backend also needs clang: apt-get install clang)"),
 }
+
+
+# A runner may consume another backend's file: tinygrad runs the ONNX recorded for onnxrt.
+_ARTIFACT_OF = {"tinygrad": "onnxrt"}
+
+
+def artifact_backend(backend: str) -> str:
+    """Which manifest artifacts `backend` runs (without importing it)."""
+    return _ARTIFACT_OF.get(backend, backend)
 
 
 def available_backends() -> tuple[str, ...]:
@@ -40,9 +53,9 @@ def load_runner(model: str | Path | Manifest, backend: str, *, precision: str | 
     `with`."""
     manifest = model if isinstance(model, Manifest) else Manifest.load(model)
     cls = runner_class(backend)
-    art = manifest.find_artifact(backend, precision)
+    art = manifest.find_artifact(artifact_backend(backend), precision)
     path = manifest.artifact_path(art, verify=verify)
     return cls(path, device=device or cls.devices[0], precision=art.precision, manifest=manifest, **options)
 
 
-__all__ = ["Runner", "available_backends", "load_runner", "runner_class"]
+__all__ = ["Runner", "artifact_backend", "available_backends", "load_runner", "runner_class"]
