@@ -1,0 +1,128 @@
+"""What the reduced-precision exports measure: a model's accuracy on labelled inputs through the ONNX
+Runtime runner, its outputs against a reference file's, and the latency ratio of two files timed in one
+run. The metric is a function passed in (top-1 for classifiers; detection brings its own), so the FP16
+and INT8 exporters never know which task they serve. numpy and ONNX Runtime only (no torch)."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgekit.compare import compare_logits
+from edgekit.data.imagefolder import ImageSet, heldout_for, load_imagefolder
+from edgekit.errors import EdgekitError
+from edgekit.manifest import Manifest
+from edgekit.vision.preprocess import batch_classify
+
+log = logging.getLogger(__name__)
+
+# (the model's first output over all inputs [N, ...], targets) -> {"metric": name, "value": float, "n": int, ...};
+# higher is better, and budgets are in points of value (100 x the fraction)
+Metric = Callable[[np.ndarray, np.ndarray], dict]
+
+
+# (reference outputs, outputs) -> fraction of inputs on which the two models agree (label-free)
+Agreement = Callable[[np.ndarray, np.ndarray], float]
+
+
+def top1(logits: np.ndarray, labels: np.ndarray) -> dict:
+    """Classifier top-1 accuracy (a fraction; drops are reported in points, i.e. percent)."""
+    correct = logits.reshape(len(logits), -1).argmax(1) == np.asarray(labels)
+    return {"metric": "top1", "value": float(correct.mean()), "n": int(len(labels))}
+
+
+def top1_agreement(ref: np.ndarray, out: np.ndarray) -> float:
+    """Share of inputs whose top-1 class is the same in both outputs."""
+    return float((ref.reshape(len(ref), -1).argmax(1) == out.reshape(len(out), -1).argmax(1)).mean())
+
+
+@dataclass
+class LabelledInputs:
+    """Preprocessed model inputs with their targets, and where they came from (for the manifest)."""
+
+    x: np.ndarray
+    targets: np.ndarray
+    source: dict
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+def classify_inputs(manifest: Manifest, images: ImageSet, source: dict) -> LabelledInputs:
+    return LabelledInputs(batch_classify([images.image(i) for i in range(len(images))], manifest.input),
+                          images.labels.copy(), source)
+
+
+def heldout_inputs(manifest: Manifest, data: str | Path | None = None, limit: int = 0) -> LabelledInputs:
+    """The val split recorded in the manifest (or of `data`): what accuracy is reported on."""
+    val = heldout_for(manifest, data, limit=limit or None)
+    root = str(data or manifest.source.get("dataset", {}).get("root"))
+    return classify_inputs(manifest, val, {"split": "val", "root": root, "images": len(val)})
+
+
+def train_split(manifest: Manifest, data: str | Path | None = None) -> tuple[ImageSet, str]:
+    """The train split of the dataset recorded in the manifest (or of `data`), never the held-out images."""
+    ds = manifest.source.get("dataset") or {}
+    root = data or ds.get("root")
+    if not root or not Path(root).exists():
+        raise EdgekitError(f"the dataset this model was trained on ({root or 'not recorded'}) is not here: "
+                           "pass --data DIR (an ImageFolder with the model's classes; its train split calibrates)")
+    train, _ = load_imagefolder(root, val_split=ds.get("val_split", 0.1), seed=ds.get("seed", 0))
+    if train.classes != list(manifest.labels):
+        raise EdgekitError(f"{root} has classes {train.classes}, the model has {manifest.labels}: "
+                           "pass --data with the model's own classes")
+    return train, str(root)
+
+
+def run_onnx(path: str | Path, x: np.ndarray, *, input_name: str, threads: int = 0) -> np.ndarray:
+    """The first output of an ONNX file over all of `x`, through the onnxrt runner (batch 1 unless the
+    file has a dynamic batch axis)."""
+    from edgekit.runners.onnxrt import OnnxrtRunner
+
+    with OnnxrtRunner(path, threads=threads) as r:
+        spec = r.inputs()[input_name]
+        out = next(iter(r.outputs()))
+        step = len(x) if isinstance(spec.shape[0], str) else int(spec.shape[0])
+        if len(x) % step:
+            raise EdgekitError(f"{path}: {len(x)} inputs do not split into batches of {step}")
+        return np.concatenate([r.infer({input_name: x[i:i + step]})[out] for i in range(0, len(x), step)])
+
+
+def evaluate(path: str | Path, data: LabelledInputs, metric: Metric, *, input_name: str,
+             reference: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+    """(accuracy dict, outputs). With `reference` outputs, the accuracy dict also holds the parity
+    numbers (max error, cosine, top-1 agreement) against them."""
+    out = run_onnx(path, data.x, input_name=input_name)
+    acc = {**metric(out, data.targets), **data.source}
+    if reference is not None:
+        acc["vs_reference"] = compare_logits(reference, out)
+    return acc, out
+
+
+def latency_ratio(paths: dict[str, Path], x: np.ndarray, *, input_name: str, rounds: int = 10, iters: int = 20,
+                  threads: int = 0) -> dict:
+    """p50 latency of each file and each one's ratio to the first, timed in interleaved rounds in this
+    process (the machine's load drifts: interleaving keeps the ratio honest). Inference only, batch 1."""
+    from edgekit.profile.bench import time_runner
+    from edgekit.profile.timer import LatencyStats
+    from edgekit.runners.onnxrt import OnnxrtRunner
+
+    runners = {k: OnnxrtRunner(p, threads=threads).load() for k, p in paths.items()}
+    samples: dict[str, list[int]] = {k: [] for k in paths}
+    try:
+        feed = {input_name: x[:1]}
+        for _ in range(rounds):
+            for k, r in runners.items():
+                time_runner(r, feed, warmup=3, iters=iters)
+                samples[k] += r.infer_ns
+    finally:
+        for r in runners.values():
+            r.close()
+    stats = {k: LatencyStats.from_ns(v) for k, v in samples.items()}
+    base = next(iter(stats.values()))
+    return {"unit": "ms, batch 1, inference only", "threads": threads or "ort default",
+            **{k: {**s.as_dict(), "p50_ratio": round(s.p50_ms / base.p50_ms, 3),
+                   "min_ratio": round(s.min_ms / base.min_ms, 3)} for k, s in stats.items()}}

@@ -1,0 +1,174 @@
+"""`edgekit export --precision int8`: ONNX Runtime static quantization of the model's FP32 ONNX to a QDQ
+model, calibrated on real training images through the manifest's own preprocessing.
+
+The flow: pick calibration images (train split) -> quant_pre_process -> calibrate (or reuse the cache) ->
+quantize -> measure the metric on held-out images (val split) against FP32. When INT8 loses more than the
+budget, the most sensitive layers are kept in float (edgekit.export.sensitivity) until it is within the
+budget. If that cannot be done the export fails and writes nothing, unless --allow-over-budget is given;
+either way the manifest records what was built: which layers stayed float, the accuracy of both
+precisions, and the INT8/FP32 latency ratio measured in the same run."""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edgekit.errors import EdgekitError, unknown_choice
+from edgekit.export import calibration as cal
+from edgekit.export.accuracy import (Agreement, LabelledInputs, Metric, classify_inputs, evaluate, heldout_inputs,
+                                     latency_ratio, top1, top1_agreement, train_split)
+from edgekit.export.qdq import QuantSettings, prepare, quantize_qdq, quantized_nodes, strip_unused_opsets
+from edgekit.fileio import atomic_path
+from edgekit.manifest import Artifact, Manifest
+from edgekit.platform import machine_summary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Int8ExportConfig:
+    calibration: str = "percentile"  # percentile | minmax | entropy (percentile measured best on ResNet18, MobileNetV2)
+    calib_images: int = 200  # training images that calibrate the ranges (never the held-out images)
+    min_calib_images: int = 32  # fewer calibration images than this is an error
+    percentile: float = 99.999  # percentile calibration: the kept share of |activation| values
+    per_channel: bool = True  # one weight scale per output channel (per-tensor loses far more accuracy)
+    activations: str = "uint8"  # uint8 (ONNX Runtime's fast x86 kernels) | int8
+    symmetric_activations: bool = False  # int8 with zero point 0 (TensorRT's form); slower than FP32 on ORT x86
+    reduce_range: bool = False  # 7-bit weights: for x86 CPUs without VNNI, where 8-bit products saturate
+    preprocess: bool = True  # onnxruntime quant_pre_process (shape inference, fusions) before quantizing
+    int8_budget: float = 1.0  # max loss in points of the metric (top-1 %) vs FP32 on held-out images
+    fallback: bool = True  # over budget: keep the most sensitive layers in float until within it
+    max_float_nodes: int = 0  # cap on layers the fallback keeps in float (0 = a quarter of the quantizable ones)
+    allow_over_budget: bool = False  # write the model even when the budget is not met (the manifest says so)
+    exclude_nodes: str = ""  # node names always kept in float (comma-separated)
+    tune_images: int = 300  # training images, disjoint from calibration, that rank layers for the fallback
+    eval_images: int = 0  # held-out images for accuracy and parity (0 = the whole val split)
+    latency_rounds: int = 10  # interleaved FP32/INT8 timing rounds (20 calls each) for the latency ratio; 0 = skip
+    data: str | None = None  # ImageFolder to use instead of the manifest's dataset (train calibrates, val evaluates)
+    calib_seed: int = 0  # which training images calibrate (a seeded, class-balanced pick)
+
+    def validate(self) -> None:
+        if self.calibration not in cal.METHODS:
+            raise unknown_choice("calibration method", self.calibration, cal.METHODS)
+        if self.int8_budget < 0:
+            raise EdgekitError("--int8-budget must be >= 0 (points of top-1)")
+        if self.symmetric_activations and self.activations != "int8":
+            raise EdgekitError("--symmetric-activations needs --activations int8 (zero point 0 is int8's midpoint)")
+        if self.tune_images < 1:
+            raise EdgekitError("--tune-images must be at least 1")
+
+
+def int8_from_onnx(model_dir: str | Path, cfg: Int8ExportConfig | None = None, *, metric: Metric = top1,
+                   agreement: Agreement = top1_agreement) -> Artifact:
+    """Quantize `<model_dir>/model.onnx` to model_int8.onnx (QDQ) and record it in the manifest. `metric`
+    scores held-out outputs against their targets (the budget is on it); `agreement` compares INT8 with FP32
+    outputs, label-free, in the fallback's search. Detection passes its own pair."""
+    import onnx
+
+    from edgekit.export import sensitivity
+
+    cfg = cfg or Int8ExportConfig()
+    cfg.validate()
+    manifest = Manifest.load(model_dir)
+    src = manifest.find_artifact("onnxrt", "fp32")
+    src_path = manifest.artifact_path(src)
+    name = manifest.input.name
+    q = QuantSettings(cfg.calibration, cfg.per_channel, cfg.activations, cfg.symmetric_activations, cfg.reduce_range)
+    opts = cal.calibration_options(cfg.calibration, percentile=cfg.percentile, symmetric=cfg.symmetric_activations)
+
+    train, root = train_split(manifest, cfg.data)
+    calib, rest = cal.split_train(manifest, train, root, cfg.calib_images, cfg.min_calib_images, cfg.calib_seed)
+    held = heldout_inputs(manifest, cfg.data, cfg.eval_images)
+    forced = [n.strip() for n in cfg.exclude_nodes.split(",") if n.strip()]
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-int8-") as work:
+        work = Path(work)
+        prepared = prepare(src_path, work / "prepared.onnx", preprocess=cfg.preprocess)
+        _check_node_names(prepared, forced)
+        key = cal.cache_key(src.sha256, prepared != src_path, cfg.calibration, opts, calib.sha256)
+        cache, cache_info = cal.calibrate(prepared, calib, key, manifest.model_dir / cal.CACHE_DIR, input_name=name)
+
+        def build(exclude: list[str], dest: Path) -> Path:
+            quantize_qdq(prepared, dest, cache, q, exclude=[*forced, *exclude])
+            return dest
+
+        acc32, ref = evaluate(src_path, held, metric, input_name=name)
+        plain = build([], work / "int8_plain.onnx")
+        acc8, _ = evaluate(plain, held, metric, input_name=name, reference=ref)
+        plain_acc, plain_drop = acc8["value"], _drop(acc32, acc8)
+        log.info("INT8 (%s, %s) on %d held-out images: %s %.2f%% vs FP32 %.2f%% (drop %.2f points, budget %.2f)",
+                 cfg.calibration, "per-channel" if cfg.per_channel else "per-tensor", len(held), acc8["metric"],
+                 100 * acc8["value"], 100 * acc32["value"], plain_drop, cfg.int8_budget)
+        final, kept, search = plain, [], None
+        if plain_drop > cfg.int8_budget and cfg.fallback:
+            tune = _tuning_inputs(manifest, rest, calib, root, cfg.tune_images)
+            search = sensitivity.keep_float_until_within_budget(
+                src_path, prepared, build, tune=tune, held=held, metric=metric, budget=cfg.int8_budget,
+                agreement=agreement, fp32_held=acc32, max_float=cfg.max_float_nodes, input_name=name, work=work,
+                exclude=forced)
+            final, kept, acc8 = search.path, search.kept_float, search.held_accuracy
+        drop = _drop(acc32, acc8)
+        if drop > cfg.int8_budget and not cfg.allow_over_budget:
+            tried = (f"; keeping {len(kept)} of {search.candidates} layers in float (the --max-float-nodes cap) "
+                     f"still loses {drop:.2f}" if search else " (the fallback is off: --no-fallback)")
+            raise EdgekitError(
+                f"INT8 loses {plain_drop:.2f} points of {acc8['metric']} on {len(held)} held-out images (budget "
+                f"{cfg.int8_budget:.2f}){tried}; nothing written. Try --per-channel, --calibration percentile or "
+                "entropy, more --calib-images, a larger --max-float-nodes or --int8-budget, or --allow-over-budget "
+                "to write it anyway (the manifest records the loss)")
+
+        model = onnx.load(str(final))
+        dropped = strip_unused_opsets(model)
+        nodes = quantized_nodes(model)
+        dest = manifest.model_dir / "model_int8.onnx"
+        with atomic_path(dest) as tmp:
+            onnx.save(model, str(tmp))
+            onnx.checker.check_model(str(tmp), full_check=True)
+            acc8, _ = evaluate(tmp, held, metric, input_name=name, reference=ref)  # the file as written
+            latency = (latency_ratio({"fp32": src_path, "int8": tmp}, held.x, input_name=name,
+                                     rounds=cfg.latency_rounds) if cfg.latency_rounds else {})
+    parity = {**acc8.pop("vs_reference"), "reference": f"onnxrt/fp32 ({src.path})"}
+    drop = _drop(acc32, acc8)
+    acc8.update(drop_points=drop, budget_points=cfg.int8_budget, within_budget=drop <= cfg.int8_budget,
+                plain_int8_value=plain_acc, plain_int8_drop_points=plain_drop)
+    src.accuracy = acc32
+    options = {
+        "format": "QDQ", "quantizer": "onnxruntime.quantization.quantize_static", "calibration": {
+            "method": cfg.calibration, "options": opts, **calib.describe(), **cache_info},
+        "per_channel": cfg.per_channel, "activations": cfg.activations, "weights": "int8 (symmetric)",
+        "symmetric_activations": cfg.symmetric_activations, "reduce_range": cfg.reduce_range,
+        "quant_pre_process": prepared != src_path, "float_nodes": list(dict.fromkeys(forced + kept)),
+        "int8_nodes": len(nodes["int8"]), "float_compute_nodes": len(nodes["float"]),
+        "fallback": search.report() if search else None, "opset_imports_removed": dropped,
+        "latency": latency, "config": asdict(cfg)}
+    art = manifest.add_artifact("onnxrt", dest.name, "int8", built_from=src.path, built_on=machine_summary(),
+                                parity=parity, accuracy=acc8, options=options)
+    manifest.save()
+    return art
+
+
+def _tuning_inputs(manifest: Manifest, rest, calib: cal.CalibrationSet, root: str, n: int) -> LabelledInputs:
+    """Training images that did not calibrate; when calibration took them all, the calibration images."""
+    if len(rest):
+        return classify_inputs(manifest, rest.subset(range(min(len(rest), n))),
+                               {"split": "train (not calibration)", "root": root})
+    log.warning("every training image calibrated: the sensitivity search ranks layers on the calibration images")
+    return LabelledInputs(calib.x[:n], calib.labels[:n], {"split": "train (calibration images)", "root": root})
+
+
+def _check_node_names(model_path: Path, names: list[str]) -> None:
+    import onnx
+
+    from edgekit.errors import did_you_mean
+
+    have = {n.name for n in onnx.load(str(model_path)).graph.node}
+    for name in names:
+        if name not in have:
+            raise EdgekitError(f"--exclude-nodes: the model has no node '{name}'{did_you_mean(name, have)}; node names "
+                               "are those of model.onnx (see them in Netron), or pass --no-preprocess if "
+                               "quant_pre_process renamed it")
+
+
+def _drop(ref: dict, test: dict) -> float:
+    return round(100 * (ref["value"] - test["value"]), 3)
