@@ -1,0 +1,135 @@
+"""INT8 calibration for weakly typed TensorRT builds (TensorRT 10.x before 10.12): real training images
+through the manifest's own preprocessing, in fixed-size float32 batches.
+
+`CalibrationBatches` is plain Python (numpy + OpenCV) and testable anywhere; the TensorRT
+IInt8EntropyCalibrator2 subclass is a thin wrapper, defined only when TensorRT is imported."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.data.imagefolder import read_image
+from edgekit.errors import EdgekitError
+from edgekit.fileio import atomic_write_bytes
+from edgekit.manifest import InputSpec, Manifest
+from edgekit.vision.preprocess import batch_classify
+
+log = logging.getLogger(__name__)
+
+
+class CalibrationBatches:
+    """Contiguous float32 batches [batch, *sample_shape] from image files, preprocessed exactly as the
+    model's input spec says. A last partial batch is dropped: TensorRT calibrates one fixed shape."""
+
+    def __init__(self, paths: Sequence[str | Path], spec: InputSpec, batch_size: int) -> None:
+        if batch_size < 1:
+            raise EdgekitError(f"calibration batch must be at least 1, got {batch_size}")
+        if len(paths) < batch_size:
+            raise EdgekitError(f"INT8 calibration needs at least one batch of {batch_size} images, got {len(paths)}: "
+                               "pass more training images (--calib-images, --data)")
+        self.paths = [Path(p) for p in paths]
+        self.spec = spec
+        self.batch_size = batch_size
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        h, w = self.spec.crop
+        return (3, h, w) if self.spec.layout == "NCHW" else (h, w, 3)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.batch_size, *self.sample_shape)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * 4
+
+    def __len__(self) -> int:
+        return len(self.paths) // self.batch_size
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for b in range(len(self)):
+            chunk = self.paths[b * self.batch_size:(b + 1) * self.batch_size]
+            images = []
+            for p in chunk:
+                img = read_image(p)
+                if img is None:
+                    raise EdgekitError(f"calibration image {p} is unreadable now; remove it and rebuild")
+                images.append(img)
+            yield np.ascontiguousarray(batch_classify(images, self.spec), dtype=np.float32)
+
+    def fingerprint(self) -> str:
+        """Changes when the images (their bytes), their order, the batch or the preprocessing change."""
+        h = hashlib.sha256(repr((self.batch_size, self.spec.layout, self.spec.color, self.spec.resize,
+                                 self.spec.crop, self.spec.scale, self.spec.mean, self.spec.std)).encode())
+        for p in self.paths:
+            h.update(hashlib.sha256(p.read_bytes()).digest())
+        return h.hexdigest()[:16]
+
+
+def calibration_batches_for(manifest: Manifest, *, batch_size: int, images: int = 200, seed: int = 0,
+                            dataset: str | Path | None = None) -> CalibrationBatches:
+    """The first `images` training images in the order the ONNX INT8 export takes them (class round-robin,
+    seeded: edgekit.export.calibration), so both INT8 paths calibrate on the same images, never on the
+    held-out ones. Rounded down to whole batches of `batch_size`."""
+    from edgekit.export.accuracy import train_split
+    from edgekit.export.calibration import class_round_robin
+
+    train, root = train_split(manifest, dataset)
+    order = class_round_robin(train.labels, seed)[:images]
+    if len(order) < batch_size:
+        raise EdgekitError(f"INT8 calibration needs at least one batch of {batch_size} images, got {len(order)} "
+                           f"from the train split of {root}: raise --calib-images or lower --calib-batch")
+    n = len(order) - len(order) % batch_size
+    if n < len(order):
+        log.info("INT8 calibration: %d of %d images (whole batches of %d)", n, len(order), batch_size)
+    log.info("INT8 calibration: %d training images from %s in batches of %d", n, root, batch_size)
+    return CalibrationBatches([train.paths[int(i)] for i in order[:n]], manifest.input, batch_size)
+
+
+def calibration_cache_path(model_dir: Path, batches: CalibrationBatches, onnx_sha256: str) -> Path:
+    """Named after what it depends on, so a stale table is never read back."""
+    return model_dir / f"calib_{onnx_sha256[:12]}_{batches.fingerprint()}.cache"
+
+
+def make_entropy_calibrator(trt: Any, api: Any, batches: CalibrationBatches, cache: Path) -> Any:
+    """A trt.IInt8EntropyCalibrator2 over `batches` (device memory from the CUDA adapter). Call close()."""
+
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self._batches = iter(batches)
+            self._stream = api.stream_create()
+            self._dptr = api.device_alloc(batches.nbytes)
+            self.seen = 0
+
+        def get_batch_size(self) -> int:
+            return 1  # explicit-batch networks: the batch is in the calibration profile's shape
+
+        def get_batch(self, names: list[str]) -> list[int] | None:
+            x = next(self._batches, None)
+            if x is None:
+                return None
+            api.htod_async(self._dptr, x, self._stream)
+            api.stream_sync(self._stream)
+            self.seen += len(x)
+            return [self._dptr]
+
+        def read_calibration_cache(self) -> bytes | None:
+            return cache.read_bytes() if cache.exists() else None
+
+        def write_calibration_cache(self, data: Any) -> None:
+            atomic_write_bytes(cache, bytes(data))
+
+        def close(self) -> None:
+            if self._dptr:
+                api.device_free(self._dptr)
+                api.stream_destroy(self._stream)
+                self._dptr = 0
+
+    return EntropyCalibrator()
