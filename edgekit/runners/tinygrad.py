@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "EDGEKIT_TINYGRAD_CACHE"
 _TARGETS = {"cpu": "CPU", "cuda": "CUDA"}  # edgekit device -> tinygrad DEV
-_OPTIONS = ("cache_dir", "beam", "jit_cache", "threads", "batch")
+_OPTIONS = ("cache_dir", "beam", "jit_cache", "threads", "batch", "memory")
 _JIT_FORMAT = 1  # how this file builds the JIT (inputs on NPY, outputs by name): bump when it changes
 # tinygrad settings (tinygrad.helpers, so always defined) that change the kernels or the plan: in the JIT key
 _KEY_SETTINGS = ("DEV", "BEAM", "NOOPT", "WINO", "IMAGE", "FLOAT16", "OPENPILOT_HACKS", "TC", "TC_SELECT", "TC_OPT",
@@ -76,6 +76,7 @@ class TinygradRunner(Runner):
         self.info: dict[str, Any] = {}
         self._last: dict[str, Tensor] = {}
         self._held: dict[str, Tensor] = {}
+        self._zc: dict[str, tuple[Any, np.ndarray, Tensor]] = {}  # zero-copy: buffer, host view, tensor
 
     # ---- load: a cached JIT, or parse + warm-up (eager call, then JIT capture) -----------------
     def _load(self) -> None:
@@ -101,6 +102,7 @@ class TinygradRunner(Runner):
                          "renderer": type(Device[self._target].renderer).__name__, "cache_dir": str(cache_dir),
                          "kernel_cache": str(db), "beam": beam, "jit_cache": state,
                          "jit_file": str(jit_file) if use_jit_cache else None, "settings": _settings(),
+                         "memory": self._memory_mode(),
                          "load_s": round(time.perf_counter() - t0, 3)}
 
     def _open_device(self) -> None:
@@ -159,6 +161,7 @@ class TinygradRunner(Runner):
         machine (CPU kernels are compiled for the native CPU) and the pickle's Python."""
         facts = {"onnx": sha256_file(self.artifact), "tinygrad": version("tinygrad"), "format": _JIT_FORMAT,
                  "settings": _settings(), "batch": int(self.options.get("batch", 1)), "arch": platform.machine(),
+                 "memory": self._memory_mode(),  # the captured program reads device or zero-copy inputs
                  "cpu": cpu()["name"], "python": sys.version_info[:2]}
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -195,9 +198,53 @@ class TinygradRunner(Runner):
         return {n: np.zeros(s.shape, s.dtype) for n, s in self._in_specs.items()}
 
     def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, Tensor]:
+        if self._memory_mode() in ("mapped", "managed"):
+            return self._jit(**self._zero_copy_inputs(feed))
         # NPY wraps the host array without a copy: held until _sync, as the device may copy it asynchronously
         self._held = {n: Tensor(np.ascontiguousarray(a), device="NPY") for n, a in feed.items()}
         return self._jit(**self._held)
+
+    # ---- zero-copy inputs on CUDA (Jetson): the GPU reads the host buffer the frame was written into ----
+    def _memory_mode(self) -> str:
+        if self.device != "cuda":
+            return "copy"
+        if not hasattr(self, "_mode"):
+            requested = self.options.get("memory", "auto")
+            if requested == "copy":
+                self._mode = "copy"
+            else:
+                from edgekit.runners.cuda_memory import load_cuda_api, resolve_memory_mode
+
+                self._api = load_cuda_api()
+                mode = resolve_memory_mode(requested, self._api.device_info(0))
+                self._mode = "copy" if mode == "device" else mode  # discrete GPU: tinygrad's own copy
+        return self._mode
+
+    def input_views(self) -> dict[str, np.ndarray]:
+        """Zero-copy mode: numpy views of the input buffers the GPU reads. Write a frame's pixels straight into
+        them and pass the same arrays to infer(): nothing is copied at all."""
+        if self._memory_mode() == "copy":
+            raise EdgekitError("input_views() needs device='cuda' with memory='mapped' or 'managed'")
+        if not self._zc:
+            self._zero_copy_inputs(self._zeros())
+        return {n: v for n, (_, v, _) in self._zc.items()}
+
+    def _zero_copy_inputs(self, feed: Mapping[str, np.ndarray]) -> dict[str, Tensor]:
+        from tinygrad import dtypes
+
+        from edgekit.runners.cuda_memory import CudaBuffer
+
+        if not self._zc:  # one buffer per input for the runner's life: the captured JIT keeps reading it
+            for n, s in self._in_specs.items():
+                dt = np.dtype(s.dtype)
+                buf = CudaBuffer(self._api, self._mode, int(np.prod(s.shape)) * dt.itemsize)
+                t = Tensor.from_blob(buf.device, tuple(s.shape), dtype=dtypes.from_np(dt), device="CUDA")
+                self._zc[n] = (buf, buf.view(s.shape, dt), t)
+        for n, a in feed.items():
+            _, view, _ = self._zc[n]
+            if a is not view:
+                np.copyto(view, a)  # the only host write; with input_views() even this is skipped
+        return {n: t for n, (_, _, t) in self._zc.items()}
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, Tensor]:
         self._last = self._run(feed)
@@ -214,6 +261,9 @@ class TinygradRunner(Runner):
 
     def _close(self) -> None:
         self._jit, self._last = None, {}
+        for buf, _, _ in self._zc.values():
+            buf.close()
+        self._zc = {}
 
 
 def _point_kernel_cache(cache_dir: Path) -> Path:

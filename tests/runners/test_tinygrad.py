@@ -323,3 +323,12 @@ def test_new_process_starts_from_the_cache_without_torch(tiny_tg, model_dir, tg_
     assert res["heavy"] == []
     assert res["info"]["jit_cache"] == "hit" and res["info"]["cache_dir"] == str(tg_cache.resolve())
     np.testing.assert_allclose(np.asarray(res["y"], np.float32), want, rtol=0, atol=1e-6 * np.abs(want).max())
+
+
+def test_zero_copy_needs_cuda(model_dir):
+    from edgekit.runners import load_runner
+
+    with load_runner(model_dir, "tinygrad") as r:
+        assert r.info["memory"] == "copy"  # CPU: tinygrad reads the caller's array through NPY
+        with pytest.raises(EdgekitError, match="device='cuda'"):
+            r.input_views()
