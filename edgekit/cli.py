@@ -59,13 +59,31 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_digits_detect(args: argparse.Namespace) -> int:
+    from edgekit.data.digits_detect import DigitsDetectConfig, write_digits_detect
+
+    cfg = dataclass_from_args(DigitsDetectConfig, args)
+    meta = write_digits_detect(cfg)
+    c, names = meta["counts"], meta["classes"]
+    video = (f"; test video {cfg.out}/video/digits.mp4 ({meta['video']['frames']} frames, ground truth in "
+             "digits.jsonl)") if meta.get("video") else ""
+    print(f"wrote digits-detect to {cfg.out}: {c['train']['images']} train / {c['val']['images']} val images "
+          f"({c['train']['boxes']} / {c['val']['boxes']} boxes), classes "
+          f"{', '.join(names) if len(names) < 3 else '0-9'}; dataset yaml {cfg.out}/data.yaml{video}")
+    return 0
+
+
 # ---- train ---------------------------------------------------------------------------------------------
 
 def cmd_train_classify(args: argparse.Namespace) -> int:
-    from edgekit.train.classify import train_classifier
     from edgekit.train.classify_config import ClassifyConfig
 
-    summary = train_classifier(dataclass_from_args(ClassifyConfig, args))
+    cfg = dataclass_from_args(ClassifyConfig, args, args.config)
+    cfg.validate()  # before importing torch: a wrong option fails in well under a second
+
+    from edgekit.train.classify import train_classifier
+
+    summary = train_classifier(cfg)
     if summary:  # rank 0
         m = summary["metrics"]
         top5 = next((f"{k} {v:.2%}" for k, v in m.items() if k.startswith("top") and k != "top1"), "")
@@ -74,11 +92,74 @@ def cmd_train_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_detect(args: argparse.Namespace) -> int:
+    from edgekit.train.detect_config import DetectConfig
+
+    cfg = dataclass_from_args(DetectConfig, args, args.config)
+    cfg.validate()  # before importing torch and ultralytics: a wrong option fails in well under a second
+
+    from edgekit.train.detect import train_detector
+
+    s = train_detector(cfg)
+    m = s["metrics"]
+    msg = (f"trained {cfg.model} for {m['epochs_run']} epoch(s): val mAP50 {m.get('mAP50', 0):.4f}, mAP50-95 "
+           f"{m.get('mAP50-95', 0):.4f} (ultralytics), {m['seconds']:.0f} s; model directory {s['model_dir']}")
+    if "onnx" in s:
+        a, p = s["onnx"]["accuracy"], s["onnx"]["parity"]
+        if a:
+            msg += f"; ONNX mAP50 {a['mAP50']:.4f}, mAP50-95 {a['value']:.4f} (edgekit)"
+        if p:
+            msg += f", detections agree with PyTorch on {p['detections_agreement']:.0%} of {p['n']} images"
+    print(msg)
+    return 0
+
+
 # ---- export --------------------------------------------------------------------------------------------
 
 def cmd_export(args: argparse.Namespace) -> int:
     from edgekit.export.onnx import OnnxExportConfig, onnx_from_torch
 
+    if args.to == "trt":
+        from edgekit.export.trt import TrtBuildConfig, engine_from_onnx
+
+        art = engine_from_onnx(args.model_dir, dataclass_from_args(TrtBuildConfig, args))
+        dev = (art.built_on.get("device") or {}).get("name", "?")
+        agree = art.parity.get("top1_agreement")
+        print(f"wrote {args.model_dir}/{art.path}: TensorRT {art.built_on.get('tensorrt')} on {dev}, built "
+              f"{art.precision} (asked {art.options.get('requested_precision')})"
+              + (f"; top-1 agreement with ONNX Runtime {agree:.2%}" if agree is not None else ""))
+        return 0
+
+    precision = getattr(args, "precision", "fp32")
+    if precision != "fp32":  # fp16 / int8: from the model's FP32 ONNX, exported first when it is missing
+        from edgekit.export.fp16 import Fp16ExportConfig, fp16_from_onnx
+        from edgekit.export.int8 import Int8ExportConfig, int8_from_onnx
+        from edgekit.manifest import Manifest
+
+        if not any(a.backend == "onnxrt" and a.precision == "fp32" for a in Manifest.load(args.model_dir).artifacts):
+            log.info("no FP32 ONNX in %s yet: exporting it first", args.model_dir)
+            onnx_from_torch(args.model_dir, dataclass_from_args(OnnxExportConfig, args))
+        if precision == "fp16":
+            art = fp16_from_onnx(args.model_dir, dataclass_from_args(Fp16ExportConfig, args))
+        else:
+            art = int8_from_onnx(args.model_dir, dataclass_from_args(Int8ExportConfig, args))
+        a, p, o = art.accuracy, art.parity, art.options
+        msg = (f"wrote {args.model_dir}/{art.path} ({precision}, sha256 {art.sha256[:12]}); on {a['n']} held-out "
+               f"images: {a['metric']} {a['value']:.2%} (FP32 {a['value'] + a['drop_points'] / 100:.2%}, drop "
+               f"{a['drop_points']:.2f} points), top-1 agreement with FP32 {p['top1_agreement']:.2%}, max abs "
+               f"{p['max_abs']:.2e} ({p['max_rel']:.1e} of scale)")
+        if precision == "int8":
+            c, lat, kept = o["calibration"], o["latency"], o["float_nodes"]
+            hit = "cache hit" if c["hit"] else "cached"
+            msg += (f"; {c['method']} calibration on {c['images']} training images ({hit}: {c['cache']}); "
+                    f"{len(kept)} layer(s) kept in float{': ' + ', '.join(kept[:6]) if kept else ''}")
+            if lat:
+                msg += (f"; latency p50 {lat['int8']['p50_ms']:.3f} ms vs FP32 {lat['fp32']['p50_ms']:.3f} ms "
+                        f"({lat['int8']['p50_ratio']:.2f}x)")
+            if not a["within_budget"]:
+                msg += f"; OVER the {a['budget_points']:.2f}-point budget (--allow-over-budget)"
+        print(msg)
+        return 0
     art = onnx_from_torch(args.model_dir, dataclass_from_args(OnnxExportConfig, args))
     p = art.parity
     msg = f"wrote {args.model_dir}/{art.path} (opset {art.options['opset']}, sha256 {art.sha256[:12]})"
@@ -92,11 +173,55 @@ def cmd_export(args: argparse.Namespace) -> int:
 # ---- bench ---------------------------------------------------------------------------------------------
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from edgekit.profile.quick import bench_backends, format_table
+    from edgekit.profile.matrix import BenchConfig, run_matrix
+    from edgekit.profile.report import markdown, write_report
 
-    rows = bench_backends(args.model_dir, args.backends.split(","), warmup=args.warmup, iters=args.iters,
-                          threads=args.threads)
-    print(format_table(rows))
+    cfg = dataclass_from_args(BenchConfig, args)
+    report = run_matrix(cfg)
+    dest = write_report(report, cfg.out or f"{cfg.model_dir}/bench")
+    print(markdown(report).split("\n\n", 1)[1].rsplit("\n\n![", 1)[0])
+    print(f"\nreport: {dest} (and bench.json, bench.csv, latency.png, accuracy_latency.png, memory.png)")
+    return 0 if any(r["status"] == "ok" for r in report["results"]) else 1
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from edgekit.profile.matrix import BenchConfig, run_matrix
+
+    cfg = dataclass_from_args(BenchConfig, args)
+    cfg.warmup, cfg.iters = 1, 3  # parity, not timing
+    report = run_matrix(cfg)
+    print(f"parity on {cfg.images} held-out inputs against {cfg.reference}/fp32 (onnxrt/fp32 when it is missing)")
+    print("| backend | precision | max abs | max rel | min cosine | top-1 agreement | accuracy |\n|---|---|---|---|---|---|---|")
+    worst = 1.0
+    for r in report["results"]:
+        if r["status"] != "ok":
+            print(f"| {r['backend']} | {r['precision']} | {r['status']}: {r['reason']} | | | | |")
+            continue
+        p, a = r.get("parity") or {}, (r.get("accuracy") or {}).get("value")
+        worst = min(worst, p.get("top1_agreement", 1.0))
+        print(f"| {r['backend']} | {r['precision']} | {p.get('max_abs', float('nan')):.3e} | "
+              f"{p.get('max_rel', float('nan')):.3e} | {p.get('min_cosine', float('nan')):.6f} | "
+              f"{p.get('top1_agreement', float('nan')):.2%} | {'' if a is None else f'{a:.2%}'} |")
+    return 0
+
+
+# ---- camera --------------------------------------------------------------------------------------------
+
+def add_camera_args(p: argparse.ArgumentParser) -> None:
+    from edgekit.camera.loop import CameraConfig
+
+    add_dataclass_args(p, CameraConfig, positional=("input", "output"))
+
+
+def cmd_camera(args: argparse.Namespace) -> int:
+    from edgekit.camera.loop import CameraConfig, run_camera
+
+    r = run_camera(dataclass_from_args(CameraConfig, args))
+    st = r["stages_ms"]
+    stages = ", ".join(f"{k} {v['p50_ms']:.2f}" for k, v in st.items() if k not in ("frame",))
+    print(f"{r['frames']} frames from {r['source']} in {r['seconds']:.1f} s ({r['fps']:.1f} FPS)"
+          f"{' (interrupted)' if r['interrupted'] else ''}; p50 ms: {stages}; dropped {r['capture']['dropped']}, "
+          f"reconnects {r['capture']['reconnects']}; RSS peak {r['rss']['peak_mb']:.0f} MB")
     return 0
 
 
@@ -130,26 +255,67 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, help="output folder")
     d.add_argument("--force", action="store_true", help="rebuild even when the folder is complete")
     d.set_defaults(func=cmd_data)
+    from edgekit.data.digits_detect import DigitsDetectConfig
+
+    d = dsub.add_parser("digits-detect", help="detection set: real MNIST digits pasted onto real video frames "
+                        "(YOLO format + data.yaml), and a test video of moving digits with ground truth")
+    add_dataclass_args(d, DigitsDetectConfig)
+    d.set_defaults(func=cmd_data_digits_detect)
 
     s = sub.add_parser("train", help="train a model on your data")
     tsub = s.add_subparsers(dest="task", required=True, metavar="TASK")
     t = tsub.add_parser("classify", help="transfer-learn a classifier on an ImageFolder")
+    t.add_argument("--config", metavar="RECIPE", help="YAML/JSON file of these options (see models/); "
+                   "flags given here override it")
     add_dataclass_args(t, ClassifyConfig)
     t.set_defaults(func=cmd_train_classify)
+    from edgekit.train.detect_config import DetectConfig
 
-    s = sub.add_parser("export", help="export a trained model (ONNX), checked against PyTorch")
+    t = tsub.add_parser("detect", help="fine-tune an ultralytics YOLO detector on a YOLO dataset, offline; "
+                        "exports ONNX with parity and mAP checks")
+    t.add_argument("--config", metavar="RECIPE", help="YAML/JSON file of these options; flags given here "
+                   "override it")
+    add_dataclass_args(t, DetectConfig)
+    t.set_defaults(func=cmd_train_detect)
+
+    s = sub.add_parser("export", help="export a trained model (ONNX: FP32, FP16, INT8), checked against PyTorch "
+                       "or FP32")
     s.add_argument("model_dir", help="model directory (holds manifest.json)")
-    s.add_argument("--to", choices=["onnx"], default="onnx", help="target format (default: onnx)")
+    s.add_argument("--to", choices=["onnx", "trt"], default="onnx",
+                   help="onnx, or trt: a TensorRT engine (on the Jetson; cached, refused when foreign) (default: onnx)")
+    s.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
+                   help="fp32: from PyTorch; fp16 / int8: from the FP32 ONNX (exported first if missing), with "
+                        "accuracy on held-out data recorded in the manifest (default: fp32)")
     add_dataclass_args(s, OnnxExportConfig)
+    from edgekit.export.fp16 import Fp16ExportConfig
+    from edgekit.export.int8 import Int8ExportConfig
+
+    add_dataclass_args(s.add_argument_group("--precision fp16"), Fp16ExportConfig, skip=("data",))
+    add_dataclass_args(s.add_argument_group("--precision int8"), Int8ExportConfig, skip=("data", "eval_images"))
+    from edgekit.export.trt import TrtBuildConfig
+
+    add_dataclass_args(s.add_argument_group("--to trt"), TrtBuildConfig,
+                       skip=("precision", "data", "calib_images", "seed"))
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("bench", help="latency of each backend on the same input (in this process)")
-    s.add_argument("model_dir", help="model directory (holds manifest.json)")
-    s.add_argument("--backends", default="torch,onnxrt", help="comma-separated: torch,onnxrt (default: %(default)s)")
-    s.add_argument("--warmup", type=int, default=10, help="untimed calls first (default: %(default)s)")
-    s.add_argument("--iters", type=int, default=200, help="timed calls (default: %(default)s)")
-    s.add_argument("--threads", type=int, default=0, help="CPU threads per backend, 0 = its default")
+    from edgekit.profile.matrix import BenchConfig
+
+    s = sub.add_parser("bench", help="latency, memory, accuracy and parity of every backend x precision x batch, "
+                       "each in its own process; JSON/CSV/Markdown/PNG report")
+    add_dataclass_args(s, BenchConfig, positional=("model_dir",))
     s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("compare", help="parity of every backend and precision against the reference on real "
+                       "held-out inputs (works in PyTorch, wrong in TensorRT?)")
+    add_dataclass_args(s, BenchConfig, positional=("model_dir",), skip=("warmup", "iters", "repeats", "out", "batch"))
+    s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("camera", help="camera/video loop: detect, classify each detection, draw, write",
+                       description="edgekit camera INPUT [OUTPUT ...] --detector DIR --classifier DIR. INPUT: "
+                       "csi://0, /dev/video0, rtsp://..., a video file, an image folder or glob. OUTPUT: "
+                       "display://0, a video file, a .jsonl file of results, a folder for frames.")
+    add_camera_args(s)
+    s.set_defaults(func=cmd_camera)
 
     s = sub.add_parser("demo", help="the whole pipeline on the bundled data, offline")
     s.add_argument("--out", default="runs/demo", help="where everything is written (default: %(default)s)")
@@ -162,8 +328,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
+    return run_command(args.func, args)
+
+
+def run_command(func, args: argparse.Namespace) -> int:
+    """Run one command: a user error prints one line (no traceback) and exits 2; Ctrl-C exits 130."""
     try:
-        return int(args.func(args) or 0)
+        return int(func(args) or 0)
     except EdgekitError as e:
         print(f"edgekit: error: {e}", file=sys.stderr)
         return 2

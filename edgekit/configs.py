@@ -32,7 +32,12 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, *, skip: tupl
         help_ = f"{helps.get(f.name, '')} (default: {default!r})".strip().replace("%", "%%")
         typ = hints[f.name]
         if f.name in positional:
-            parser.add_argument(f.name, help=helps.get(f.name, "").replace("%", "%%"))
+            nargs = "*" if getattr(typ, "__origin__", None) is list else None
+            parser.add_argument(f.name, nargs=nargs, default=argparse.SUPPRESS,
+                                help=helps.get(f.name, "").replace("%", "%%"))
+        elif getattr(typ, "__origin__", None) is list:
+            parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, action="append",
+                                default=argparse.SUPPRESS, help=help_ + " (repeatable)")
         elif typ is bool:
             parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=argparse.SUPPRESS,
                                 action=argparse.BooleanOptionalAction, help=help_)
@@ -60,7 +65,10 @@ def _coerce(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
     for k, v in values.items():
         typ = hints[k]
         try:
-            if typ is bool and not isinstance(v, bool):
+            if getattr(typ, "__origin__", None) is list:
+                if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                    raise ValueError
+            elif typ is bool and not isinstance(v, bool):
                 raise ValueError
             if typ is float and not isinstance(v, bool):
                 v = float(v)

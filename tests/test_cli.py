@@ -94,7 +94,8 @@ def test_train_classify_help_lists_every_option_with_its_comment_and_default(tmp
 def test_export_help_lists_its_options(tmp_path):
     flat = " ".join(edgekit("export", "--help", cwd=tmp_path).stdout.split())
     for flag in ("--opset", "--dynamic-batch", "--no-slim", "--parity-images", "--tolerance",
-                 "--min-top1-agreement", "--data", "--to {onnx}"):
+                 "--min-top1-agreement", "--data", "--to {onnx,trt}", "--workspace-mb", "--dla-core",
+                 "--precision {fp32,fp16,int8}", "--calibration"):
         assert flag in flat, flag
     assert "(default: 17)" in flat
 

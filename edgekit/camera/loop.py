@@ -1,0 +1,175 @@
+"""`edgekit camera`: source -> pipeline -> overlay -> sinks, one loop, until the stream ends, Ctrl-C or
+SIGTERM. Per-stage times (p50/p90/p99) and RSS are reported at the end, as JSON too. The report and the
+video are finalised however the loop stops."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.camera.pipeline import Pipeline
+from edgekit.camera.sinks import Sink, open_sink
+from edgekit.camera.sources import CaptureOptions, FrameSource
+from edgekit.errors import EdgekitError
+from edgekit.fileio import atomic_write_json
+from edgekit.profile.memory import peak_rss_mb, rss_mb
+from edgekit.profile.timer import Timer
+from edgekit.vision.draw import draw_hud, draw_objects
+from edgekit.vision.preprocess import to_bgr
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CameraConfig:
+    input: str = ""  # csi://0, /dev/video0, rtsp://..., a video file, an image folder or glob
+    output: list[str] = field(default_factory=list)  # display://0, out.mp4, frames/, results.jsonl (repeatable)
+    detector: str = ""  # YOLO model directory (manifest.json)
+    classifier: str = ""  # classifier model directory, run on each detection (or the whole frame)
+    det_backend: str = "onnxrt"  # torch | onnxrt | trt | tinygrad
+    cls_backend: str = "onnxrt"
+    det_precision: str = ""  # fp32 | fp16 | int8; empty: the best the model directory has, fp32 first
+    cls_precision: str = ""
+    device: str = ""  # runner device; empty: the backend's default
+    conf: float = 0.25  # detection confidence threshold
+    iou: float = 0.45  # NMS IoU threshold
+    max_det: int = 100
+    headless: bool = False  # no display even if one is asked for
+    max_frames: int = 0  # stop after this many frames; 0 = until the end of the stream
+    loop: bool = False  # restart video files at the end
+    width: int = 1280  # capture size for CSI / V4L2
+    height: int = 720
+    fps: int = 30
+    flip: int = 0  # CSI flip-method
+    draw: bool = True  # overlays on the frames written
+    report: str = ""  # JSON report path; empty: none
+    threads: int = 0  # CPU threads per runner; 0 = the runtime's default
+
+
+def open_runner(model_dir: str, backend: str, precision: str, device: str, threads: int):
+    from edgekit.runners import load_runner
+
+    kw: dict[str, Any] = {"precision": precision or None, "device": device or None}
+    if threads:
+        kw["threads"] = threads
+    return load_runner(model_dir, backend, **kw).load()
+
+
+def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = None) -> dict[str, Any]:
+    if not cfg.input:
+        raise EdgekitError("no input: pass a camera URI, a video file or an image folder")
+    outputs = [o for o in cfg.output if not (cfg.headless and o.startswith("display://"))]
+    opts = capture_options or CaptureOptions(width=cfg.width, height=cfg.height, fps=cfg.fps, flip=cfg.flip,
+                                             loop=cfg.loop)
+    runners = []
+    source = FrameSource(cfg.input, opts)
+    sinks: list[Sink] = []
+    stop = threading.Event()
+    timer = Timer()
+    result: dict[str, Any] = {}
+    frames, t_start = 0, time.perf_counter()
+    rss = {"start_mb": rss_mb()}
+    restore = _install_signal_handlers(lambda: (stop.set(), source.stop()))
+    try:
+        det = open_runner(cfg.detector, cfg.det_backend, cfg.det_precision, cfg.device, cfg.threads) \
+            if cfg.detector else None
+        runners.append(det)
+        cls = open_runner(cfg.classifier, cfg.cls_backend, cfg.cls_precision, cfg.device, cfg.threads) \
+            if cfg.classifier else None
+        runners.append(cls)
+        pipeline = Pipeline(det, cls, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det)
+        source.open()
+        sinks = [open_sink(o, source.fps) for o in outputs]
+        need_frames = cfg.draw and any(s.wants_frames for s in sinks)
+        rss["after_load_mb"] = rss_mb()
+        it = iter(source)
+        fps_ema, last = 0.0, time.perf_counter()
+        while not stop.is_set():
+            t0 = time.perf_counter_ns()
+            frame = next(it, None)
+            if frame is None:
+                break
+            timer.add("capture", time.perf_counter_ns() - t0)
+            t_frame = time.perf_counter_ns()
+            frame = _normalise(frame)
+            objects = pipeline(frame, timer)
+            if need_frames:
+                with timer("draw"):
+                    draw_objects(frame, objects)
+                    draw_hud(frame, fps_ema, _last_ms(timer))
+            with timer("write"):
+                record = {"frame": frames, "objects": objects}
+                for s in sinks:
+                    s.write(frame, record)
+            frame_ns = time.perf_counter_ns() - t_frame
+            timer.add("frame", frame_ns)
+            timer.add("overhead", frame_ns - pipeline.infer_ns)  # everything but the models' inference
+            frames += 1
+            now = time.perf_counter()
+            fps_ema = 1 / max(now - last, 1e-9) if frames == 1 else 0.9 * fps_ema + 0.1 / max(now - last, 1e-9)
+            last = now
+            if frames % 500 == 0:
+                rss.setdefault("samples_mb", []).append(round(rss_mb(), 1))
+            if (cfg.max_frames and frames >= cfg.max_frames) or any(s.stop_requested for s in sinks):
+                break
+    finally:
+        restore()
+        source.close()
+        for s in sinks:
+            s.close()
+        for r in runners:
+            if r is not None:
+                r.close()
+        rss.update(end_mb=rss_mb(), peak_mb=peak_rss_mb())
+        result = _report(cfg, source, timer, frames, time.perf_counter() - t_start, rss, stop.is_set(), outputs)
+        if cfg.report:
+            atomic_write_json(cfg.report, result)
+    return result
+
+
+def _normalise(frame: np.ndarray) -> np.ndarray:
+    """Any channel count to 3-channel BGR uint8 (gray cameras, BGRA, 16-bit depth-like frames)."""
+    if frame.dtype != np.uint8:
+        frame = (frame / max(1, np.iinfo(frame.dtype).max if frame.dtype.kind in "ui" else 1) * 255).astype(np.uint8)
+    return to_bgr(frame) if frame.ndim != 3 or frame.shape[2] != 3 else frame
+
+
+def _last_ms(timer: Timer) -> dict[str, float]:
+    return {k: v[-1] / 1e6 for k, v in timer.samples.items() if k not in ("frame", "capture", "overhead") and v}
+
+
+def _report(cfg, source, timer, frames, seconds, rss, interrupted, outputs) -> dict[str, Any]:
+    stats = {k: v.as_dict() for k, v in timer.stats().items()}
+    return {
+        "source": source.name, "outputs": outputs, "frames": frames, "seconds": round(seconds, 3),
+        "fps": round(frames / seconds, 2) if seconds > 0 else 0.0, "interrupted": interrupted,
+        "capture": dict(source.stats), "stages_ms": stats,
+        "rss": {k: (round(v, 1) if isinstance(v, float) else v) for k, v in rss.items()},
+        "config": {k: v for k, v in asdict(cfg).items() if k != "input"},
+    }
+
+
+def _install_signal_handlers(on_stop):
+    """SIGINT/SIGTERM end the loop cleanly (video finalised, report written). Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, _frame):
+        log.warning("received %s: finishing the current frame and closing outputs", signal.Signals(signum).name)
+        on_stop()
+
+    for sig in previous:
+        signal.signal(sig, handler)
+
+    def restore():
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+    return restore
