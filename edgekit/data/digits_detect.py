@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import cv2
 import numpy as np
 
 from edgekit.errors import EdgekitError, unknown_choice
+from edgekit.fileio import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -309,8 +308,7 @@ def write_digits_detect(cfg: DigitsDetectConfig) -> dict:
     segments = frame_segments()
     pools = digit_pools(cfg.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         counts = {}
         for split, n in (("train", cfg.train), ("val", cfg.val)):
             counts[split] = _write_split(tmp, split, n, segments[split], pools[split], cfg)
@@ -327,12 +325,6 @@ def write_digits_detect(cfg: DigitsDetectConfig) -> dict:
         meta["seconds"] = round(time.perf_counter() - t0, 2)
         (tmp / "edgekit.json").write_text(json.dumps(meta, indent=2) + "\n")
         (tmp / DONE).write_text("digits-detect\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     log.info("wrote digits-detect to %s in %.1f s: %s", out, meta["seconds"], counts)
     return meta
 

@@ -159,15 +159,22 @@ def load_imagefolder(root: str | Path, *, val_split: float = 0.1, seed: int = 0,
     return train, val
 
 
-def heldout_for(manifest, data: str | Path | None = None, limit: int | None = None) -> ImageSet:
-    """The model's validation split (as recorded in its manifest), or the val split of `data`."""
+def splits_for(manifest, data: str | Path | None = None) -> tuple[ImageSet, ImageSet, str]:
+    """(train, val, root) of the dataset recorded in the model's manifest, or of `data`, split exactly as
+    training split it; the classes must be the model's."""
     ds = manifest.source.get("dataset") or {}
     root = data or ds.get("root")
     if not root or not Path(root).exists():
         raise EdgekitError(f"the dataset this model was trained on ({root or 'not recorded'}) is not here: "
-                           "pass --data DIR with held-out images in the same class folders")
-    _, val = load_imagefolder(root, val_split=ds.get("val_split", 0.1), seed=ds.get("seed", 0))
+                           "pass --data DIR (an ImageFolder with the model's classes)")
+    train, val = load_imagefolder(root, val_split=ds.get("val_split", 0.1), seed=ds.get("seed", 0))
     if val.classes != list(manifest.labels):
         raise EdgekitError(f"{root} has classes {val.classes}, the model has {manifest.labels}: "
                            "pass --data with the model's own classes")
+    return train, val, str(root)
+
+
+def heldout_for(manifest, data: str | Path | None = None, limit: int | None = None) -> ImageSet:
+    """The model's validation split (as recorded in its manifest), or the val split of `data`."""
+    _, val, _ = splits_for(manifest, data)
     return val.subset(range(min(len(val), limit))) if limit else val

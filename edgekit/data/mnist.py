@@ -6,14 +6,13 @@ package data, written as an ImageFolder with a fixed, seeded split:
 from __future__ import annotations
 
 import gzip
-import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.fileio import atomic_dir
 from edgekit.zoo import packaged_file
 
 SPLIT = {"train": 350, "val": 50, "heldout": 100}
@@ -52,19 +51,11 @@ def write_mnist5k(out: str | Path, *, force: bool = False) -> dict[str, int]:
         raise EdgekitError(f"{out} exists and is not an edgekit mnist5k folder: choose another --out or pass --force")
     images, labels = load_mnist5k()
     splits = split_indices(labels)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         for split in ("train", "val"):
             for i in splits[split]:
                 d = tmp / split / str(labels[i])
                 d.mkdir(parents=True, exist_ok=True)
                 cv2.imwrite(str(d / f"{i:04d}.png"), images[i])
         (tmp / DONE).write_text("mnist5k\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return {s: len(splits[s]) for s in ("train", "val")}

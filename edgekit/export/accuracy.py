@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.compare import compare_logits
-from edgekit.data.imagefolder import ImageSet, heldout_for, load_imagefolder
+from edgekit.data.imagefolder import ImageSet, heldout_for, splits_for
 from edgekit.errors import EdgekitError
 from edgekit.manifest import Manifest
 from edgekit.vision.preprocess import batch_classify
@@ -65,16 +65,8 @@ def heldout_inputs(manifest: Manifest, data: str | Path | None = None, limit: in
 
 def train_split(manifest: Manifest, data: str | Path | None = None) -> tuple[ImageSet, str]:
     """The train split of the dataset recorded in the manifest (or of `data`), never the held-out images."""
-    ds = manifest.source.get("dataset") or {}
-    root = data or ds.get("root")
-    if not root or not Path(root).exists():
-        raise EdgekitError(f"the dataset this model was trained on ({root or 'not recorded'}) is not here: "
-                           "pass --data DIR (an ImageFolder with the model's classes; its train split calibrates)")
-    train, _ = load_imagefolder(root, val_split=ds.get("val_split", 0.1), seed=ds.get("seed", 0))
-    if train.classes != list(manifest.labels):
-        raise EdgekitError(f"{root} has classes {train.classes}, the model has {manifest.labels}: "
-                           "pass --data with the model's own classes")
-    return train, str(root)
+    train, _, root = splits_for(manifest, data)
+    return train, root
 
 
 def run_onnx(path: str | Path, x: np.ndarray, *, input_name: str, threads: int = 0) -> np.ndarray:
