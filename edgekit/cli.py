@@ -264,19 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a model on your data")
     tsub = s.add_subparsers(dest="task", required=True, metavar="TASK")
-    t = tsub.add_parser("classify", help="transfer-learn a classifier on an ImageFolder")
-    t.add_argument("--config", metavar="RECIPE", help="YAML/JSON file of these options (see models/); "
-                   "flags given here override it")
-    add_dataclass_args(t, ClassifyConfig)
-    t.set_defaults(func=cmd_train_classify)
     from edgekit.train.detect_config import DetectConfig
 
-    t = tsub.add_parser("detect", help="fine-tune an ultralytics YOLO detector on a YOLO dataset, offline; "
-                        "exports ONNX with parity and mAP checks")
-    t.add_argument("--config", metavar="RECIPE", help="YAML/JSON file of these options; flags given here "
-                   "override it")
-    add_dataclass_args(t, DetectConfig)
-    t.set_defaults(func=cmd_train_detect)
+    for task, cls, func, help_ in (
+            ("classify", ClassifyConfig, cmd_train_classify, "transfer-learn a classifier on an ImageFolder"),
+            ("detect", DetectConfig, cmd_train_detect, "fine-tune an ultralytics YOLO detector on a YOLO dataset, "
+             "offline; exports ONNX with parity and mAP checks")):
+        t = tsub.add_parser(task, help=help_)
+        t.add_argument("--config", metavar="RECIPE", help="YAML/JSON file of these options (see models/); "
+                       "flags given here override it")
+        add_dataclass_args(t, cls)
+        t.set_defaults(func=func)
 
     s = sub.add_parser("export", help="export a trained model (ONNX: FP32, FP16, INT8), checked against PyTorch "
                        "or FP32")

