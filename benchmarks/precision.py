@@ -55,9 +55,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edgekit.export.accuracy import heldout_inputs, latency_ratio
+    from edgekit.export.accuracy import latency_ratio
     from edgekit.export.fp16 import fp16_from_onnx
     from edgekit.export.int8 import Int8ExportConfig, int8_from_onnx
+    from edgekit.export.tasks import task_hooks
     from edgekit.manifest import Manifest
     from edgekit.platform import machine_summary
 
@@ -70,7 +71,7 @@ def main(args: argparse.Namespace) -> int:
     fp16 = fp16_from_onnx(model_dir)
     acc32 = Manifest.load(model_dir).find_artifact("onnxrt", "fp32").accuracy
     rows["fp32"] = {"precision": "fp32", "value": acc32["value"], "drop_points": 0.0, "n": acc32["n"],
-                    "top1_agreement": 1.0, "max_rel": 0.0}
+                    "metric": acc32["metric"], "agreement": 1.0, "max_rel": 0.0}
     rows["fp16"] = _row(fp16, time.perf_counter() - t0)
     files = {"fp32": model_dir / "model.onnx", "fp16": model_dir / "model_fp16.onnx"}
     base = Int8ExportConfig(latency_rounds=0)
@@ -90,7 +91,7 @@ def main(args: argparse.Namespace) -> int:
         logging.info("%s: %s", name, json.dumps({k: rows[name][k] for k in ("value", "drop_points", "float_nodes")}))
 
     manifest = Manifest.load(model_dir)
-    x = heldout_inputs(manifest, limit=1).x
+    x = task_hooks(manifest).heldout(manifest, None, 1).x
     timing = {}
     for threads in (int(t) for t in args.threads.split(",")):
         timing[f"threads={threads or 'default'}"] = latency_ratio(files, x, input_name=manifest.input.name,
@@ -137,7 +138,8 @@ def _heldback_top1(manifest, files: dict[str, Path]) -> dict[str, float]:
 def _row(art, seconds: float) -> dict:
     a, o = art.accuracy, art.options
     row = {"precision": art.precision, "value": a["value"], "drop_points": a["drop_points"], "n": a["n"],
-           "top1_agreement": art.parity["top1_agreement"], "max_rel": art.parity["max_rel"],
+           "metric": a["metric"], "agreement": art.parity["agreement"], "agreement_kind": art.parity["agreement_kind"],
+           "max_rel": art.parity["max_rel"],
            "seconds": round(seconds, 1)}
     if art.precision == "int8":
         row.update(float_nodes=o["float_nodes"], within_budget=a["within_budget"],
@@ -151,7 +153,8 @@ def _row(art, seconds: float) -> dict:
 
 def _table(result: dict) -> str:
     threads = list(result["latency"])
-    head = ["setting", "top-1", "drop (points)", "agree w/ fp32", "float layers", "held-back top-1"] + [
+    metric = next(iter(result["rows"].values())).get("metric", "top1")
+    head = ["setting", metric, "drop (points)", "agree w/ fp32", "float layers", "held-back top-1"] + [
         f"latency ratio p50 (min), {t}" for t in threads]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in result["rows"].items():
@@ -161,12 +164,12 @@ def _table(result: dict) -> str:
         ratios = [f"{r['p50_ratio_vs_fp32'][t]:.2f} ({r['min_ratio_vs_fp32'][t]:.2f})" if "p50_ratio_vs_fp32" in r
                   else "" for t in threads]
         hb = f"{r['heldback_top1']:.2%}" if "heldback_top1" in r else ""
-        lines.append(f"| {name} | {r['value']:.2%} | {r['drop_points']:.2f} | {r['top1_agreement']:.2%} | "
+        lines.append(f"| {name} | {r['value']:.2%} | {r['drop_points']:.2f} | {r['agreement']:.2%} | "
                      f"{len(r.get('float_nodes', []))} | {hb} | " + " | ".join(ratios) + " |")
     fp32 = result["fp32_accuracy"]
     p50 = {t: result["latency"][t]["fp32"]["p50_ms"] for t in threads}
     hb = result.get("heldback_fp32_top1")
-    return "\n".join(lines) + (f"\n\nFP32: top-1 {fp32['value']:.2%} on {fp32['n']} held-out images"
+    return "\n".join(lines) + (f"\n\nFP32: {metric} {fp32['value']:.2%} on {fp32['n']} held-out images"
                                + (f", {hb:.2%} on the held-back digits" if hb is not None else "") + f"; p50 {p50} ms")
 
 

@@ -146,8 +146,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         a, p, o = art.accuracy, art.parity, art.options
         msg = (f"wrote {args.model_dir}/{art.path} ({precision}, sha256 {art.sha256[:12]}); on {a['n']} held-out "
                f"images: {a['metric']} {a['value']:.2%} (FP32 {a['value'] + a['drop_points'] / 100:.2%}, drop "
-               f"{a['drop_points']:.2f} points), top-1 agreement with FP32 {p['top1_agreement']:.2%}, max abs "
-               f"{p['max_abs']:.2e} ({p['max_rel']:.1e} of scale)")
+               f"{a['drop_points']:.2f} points), agreement with FP32 ({p['agreement_kind']}) {p['agreement']:.2%}, "
+               f"max abs {p['max_abs']:.2e} ({p['max_rel']:.1e} of scale)")
         if precision == "int8":
             c, lat, kept = o["calibration"], o["latency"], o["float_nodes"]
             hit = "cache hit" if c["hit"] else "cached"

@@ -286,12 +286,48 @@ def detection_inputs(manifest, data: str | Path | None = None, *, split: str = "
 def detection_calibration(manifest, data: str | Path | None = None, *, n: int = 200, seed: int = 0):
     """INT8 calibration images for a detector: `n` training images (a seeded pick; never the val split),
     letterboxed as the model expects, as edgekit.export.calibration.CalibrationSet."""
+    return detection_train_split(manifest, data, n=n, minimum=1, seed=seed, n_tune=0)[0]
+
+
+def detection_train_split(manifest, data: str | Path | None = None, *, n: int = 200, minimum: int = 32, seed: int = 0,
+                          n_tune: int = 300):
+    """(calibration set of `n` training images, a function building LabelledInputs of up to `n_tune` other
+    training images for the INT8 fallback's tuning). Both are a seeded permutation of the train split (the
+    calibration images first), so they never overlap and never touch the val split. Raises below `minimum`."""
+    from edgekit.export.accuracy import LabelledInputs
     from edgekit.export.calibration import CalibrationSet
 
-    spec, _, ds = _model_split(manifest, data, "train", n, seed)
-    x, _ = _letterboxed(manifest, ds)
-    return CalibrationSet(x, np.zeros(len(ds), np.int64), [_relative(p, spec.root) for p in ds.paths],
-                          str(spec.root), hashlib.sha256(x.tobytes()).hexdigest())
+    if n < minimum:
+        raise EdgekitError(f"--calib-images {n} is below the minimum of {minimum}: ranges measured on so few "
+                           f"images do not hold on new ones; use --calib-images {minimum} or more")
+    spec, path, ds = _model_split(manifest, data, "train", 0, None)
+    if len(ds) < minimum:
+        raise EdgekitError(f"the train split of {path} has only {len(ds)} readable images; INT8 calibration needs "
+                           f"at least {minimum} (--min-calib-images): add training images or pass --data")
+    order = np.random.default_rng(seed).permutation(len(ds))
+    if len(ds) < n:
+        log.warning("the train split of %s has %d images: calibrating on all of them (asked for %d)", path,
+                    len(ds), n)
+
+    def pick(idx: np.ndarray) -> DetectionSet:
+        idx = np.sort(idx)
+        return DetectionSet(ds.names, [ds.paths[i] for i in idx], [ds.labels[i] for i in idx])
+
+    calib_ds = pick(order[:n])
+    x, _ = _letterboxed(manifest, calib_ds)
+    calib = CalibrationSet(x, np.zeros(len(calib_ds), np.int64), [_relative(p, spec.root) for p in calib_ds.paths],
+                           str(spec.root), hashlib.sha256(x.tobytes()).hexdigest())
+
+    def tune() -> LabelledInputs:
+        rest = order[n:n + n_tune]
+        if not len(rest):  # every training image calibrated: tune on the calibration images
+            log.warning("every training image calibrated: the sensitivity search ranks layers on them")
+            rest = order[:n_tune]
+        sub = pick(rest)
+        tx, targets = _letterboxed(manifest, sub)
+        return LabelledInputs(tx, targets, {"split": "train (not calibration)", "root": str(spec.root),
+                                            **sub.summary()})
+    return calib, tune
 
 
 def _relative(path: Path, root: Path) -> str:

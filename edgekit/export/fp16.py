@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgekit.errors import EdgekitError
-from edgekit.export.accuracy import Metric, evaluate, heldout_inputs, top1
+from edgekit.export.accuracy import evaluate
+from edgekit.export.tasks import task_hooks
 from edgekit.fileio import atomic_path
 from edgekit.manifest import Artifact, Manifest
 from edgekit.platform import machine_summary
@@ -36,7 +37,8 @@ class Fp16ExportConfig:
     block_ops: str = ""  # more op types kept in FP32 (comma-separated), on top of edgekit's list
     block_nodes: str = ""  # node names kept in FP32 (comma-separated)
     fp16_tolerance: float = 5e-2  # max abs error vs the FP32 ONNX / max |output| (MobileNetV2@64: 1.3e-2)
-    fp16_min_agreement: float = 0.99  # fraction of held-out images whose top-1 must match FP32
+    fp16_min_agreement: float = 0.99  # classifiers: share of held-out top-1 equal to FP32's; detectors: mAP50-95
+    # of the FP16 detections against FP32's own
     eval_images: int = 0  # held-out images for parity and accuracy (0 = the whole val split)
     data: str | None = None  # held-out images; default: the val split recorded in the manifest
 
@@ -73,36 +75,37 @@ def fp16_model(model, *, block_ops: list[str], block_nodes: list[str] = ()):
     return out
 
 
-def fp16_from_onnx(model_dir: str | Path, cfg: Fp16ExportConfig | None = None, *, metric: Metric = top1) -> Artifact:
+def fp16_from_onnx(model_dir: str | Path, cfg: Fp16ExportConfig | None = None) -> Artifact:
     """Convert `<model_dir>/model.onnx` (the FP32 onnxrt artifact) to model_fp16.onnx, check it against
-    FP32 on held-out images and record both files' accuracy in the manifest."""
+    FP32 on held-out images and record both files' accuracy in the manifest (the task's metric and
+    agreement: edgekit.export.tasks)."""
     import onnx
 
     cfg = cfg or Fp16ExportConfig()
     manifest = Manifest.load(model_dir)
+    hooks = task_hooks(manifest)
     src = manifest.find_artifact("onnxrt", "fp32")
     src_path = manifest.artifact_path(src)
     blocked = block_list(cfg.block_ops)
     nodes = [n.strip() for n in cfg.block_nodes.split(",") if n.strip()]
     half = fp16_model(onnx.load(str(src_path)), block_ops=blocked, block_nodes=nodes)
-    held = heldout_inputs(manifest, cfg.data, cfg.eval_images)
+    held = hooks.heldout(manifest, cfg.data, cfg.eval_images)
     name = manifest.input.name
     dest = manifest.model_dir / "model_fp16.onnx"
     with atomic_path(dest) as tmp:
         onnx.save(half, str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
-        acc32, ref = evaluate(src_path, held, metric, input_name=name)
-        acc16, _ = evaluate(tmp, held, metric, input_name=name, reference=ref)
-        parity = {**acc16.pop("vs_reference"), "reference": f"onnxrt/fp32 ({src.path})",
-                  "tolerance": cfg.fp16_tolerance, "min_top1_agreement": cfg.fp16_min_agreement}
-        parity["passed"] = (parity["max_rel"] <= cfg.fp16_tolerance
-                            and parity["top1_agreement"] >= cfg.fp16_min_agreement)
-        log.info("FP16 vs FP32 ONNX on %d held-out images: max abs %.2e (%.2e of scale), top-1 agreement %.2f%%",
-                 parity["n"], parity["max_abs"], parity["max_rel"], 100 * parity["top1_agreement"])
+        acc32, ref = evaluate(src_path, held, hooks.metric, input_name=name)
+        acc16, out16 = evaluate(tmp, held, hooks.metric, input_name=name)
+        parity = {**hooks.parity(ref, out16), "reference": f"onnxrt/fp32 ({src.path})",
+                  "tolerance": cfg.fp16_tolerance, "min_agreement": cfg.fp16_min_agreement}
+        parity["passed"] = parity["max_rel"] <= cfg.fp16_tolerance and parity["agreement"] >= cfg.fp16_min_agreement
+        log.info("FP16 vs FP32 ONNX on %d held-out images: max abs %.2e (%.2e of scale), %s %.2f%%",
+                 parity["n"], parity["max_abs"], parity["max_rel"], hooks.agreement_name, 100 * parity["agreement"])
         if not parity["passed"]:
             raise EdgekitError(
                 f"FP16 disagrees with FP32 beyond tolerance: max error {parity['max_rel']:.2e} of the outputs' scale "
-                f"(allowed {cfg.fp16_tolerance:.0e}), top-1 agreement {parity['top1_agreement']:.2%} (needs "
+                f"(allowed {cfg.fp16_tolerance:.0e}), {hooks.agreement_name} {parity['agreement']:.2%} (needs "
                 f"{cfg.fp16_min_agreement:.0%}); nothing written. Keep the sensitive ops in FP32 with --block-ops "
                 "(e.g. Softmax,ReduceMean) or raise --fp16-tolerance")
     acc16["drop_points"] = round(100 * (acc32["value"] - acc16["value"]), 3)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from edgekit.errors import EdgekitError, unknown_choice
 from edgekit.export import calibration as cal
-from edgekit.export.accuracy import (Agreement, LabelledInputs, Metric, classify_inputs, evaluate, heldout_inputs,
-                                     latency_ratio, top1, top1_agreement, train_split)
+from edgekit.export.accuracy import evaluate, latency_ratio
 from edgekit.export.qdq import QuantSettings, prepare, quantize_qdq, quantized_nodes, strip_unused_opsets
+from edgekit.export.tasks import task_hooks
 from edgekit.fileio import atomic_path
 from edgekit.manifest import Artifact, Manifest
 from edgekit.platform import machine_summary
@@ -37,7 +37,7 @@ class Int8ExportConfig:
     symmetric_activations: bool = False  # int8 with zero point 0 (TensorRT's form); slower than FP32 on ORT x86
     reduce_range: bool = False  # 7-bit weights: for x86 CPUs without VNNI, where 8-bit products saturate
     preprocess: bool = True  # onnxruntime quant_pre_process (shape inference, fusions) before quantizing
-    int8_budget: float = 1.0  # max loss in points of the metric (top-1 %) vs FP32 on held-out images
+    int8_budget: float = 1.0  # max loss in points of the metric (top-1 %, detectors mAP50-95 x 100) vs FP32, held-out
     fallback: bool = True  # over budget: keep the most sensitive layers in float until within it
     max_float_nodes: int = 0  # cap on layers the fallback keeps in float (0 = a quarter of the quantizable ones)
     allow_over_budget: bool = False  # write the model even when the budget is not met (the manifest says so)
@@ -59,11 +59,10 @@ class Int8ExportConfig:
             raise EdgekitError("--tune-images must be at least 1")
 
 
-def int8_from_onnx(model_dir: str | Path, cfg: Int8ExportConfig | None = None, *, metric: Metric = top1,
-                   agreement: Agreement = top1_agreement) -> Artifact:
-    """Quantize `<model_dir>/model.onnx` to model_int8.onnx (QDQ) and record it in the manifest. `metric`
-    scores held-out outputs against their targets (the budget is on it); `agreement` compares INT8 with FP32
-    outputs, label-free, in the fallback's search. Detection passes its own pair."""
+def int8_from_onnx(model_dir: str | Path, cfg: Int8ExportConfig | None = None) -> Artifact:
+    """Quantize `<model_dir>/model.onnx` to model_int8.onnx (QDQ) and record it in the manifest. The task's
+    hooks (edgekit.export.tasks) pick the images, the metric the budget is on (top-1, mAP50-95), the
+    label-free agreement the fallback searches on, and the nodes never quantized (YOLO's decode head)."""
     import onnx
 
     from edgekit.export import sensitivity
@@ -71,21 +70,28 @@ def int8_from_onnx(model_dir: str | Path, cfg: Int8ExportConfig | None = None, *
     cfg = cfg or Int8ExportConfig()
     cfg.validate()
     manifest = Manifest.load(model_dir)
+    hooks = task_hooks(manifest)
+    metric = hooks.metric
     src = manifest.find_artifact("onnxrt", "fp32")
     src_path = manifest.artifact_path(src)
     name = manifest.input.name
     q = QuantSettings(cfg.calibration, cfg.per_channel, cfg.activations, cfg.symmetric_activations, cfg.reduce_range)
     opts = cal.calibration_options(cfg.calibration, percentile=cfg.percentile, symmetric=cfg.symmetric_activations)
 
-    train, root = train_split(manifest, cfg.data)
-    calib, rest = cal.split_train(manifest, train, root, cfg.calib_images, cfg.min_calib_images, cfg.calib_seed)
-    held = heldout_inputs(manifest, cfg.data, cfg.eval_images)
+    calib, tuning = hooks.calibration(manifest, cfg.data, cfg.calib_images, cfg.min_calib_images, cfg.calib_seed,
+                                      cfg.tune_images)
+    held = hooks.heldout(manifest, cfg.data, cfg.eval_images)
     forced = [n.strip() for n in cfg.exclude_nodes.split(",") if n.strip()]
 
     with tempfile.TemporaryDirectory(prefix="edgekit-int8-") as work:
         work = Path(work)
         prepared = prepare(src_path, work / "prepared.onnx", preprocess=cfg.preprocess)
         _check_node_names(prepared, forced)
+        task_float = [n for n in hooks.float_nodes(onnx.load(str(prepared))) if n not in forced]
+        if task_float:
+            log.info("%d %s node(s) always kept in float (the task's own: %s)", len(task_float), hooks.task,
+                     ", ".join(task_float[:4]) + (", ..." if len(task_float) > 4 else ""))
+        forced += task_float
         key = cal.cache_key(src.sha256, prepared != src_path, cfg.calibration, opts, calib.sha256)
         cache, cache_info = cal.calibrate(prepared, calib, key, manifest.model_dir / cal.CACHE_DIR, input_name=name)
 
@@ -95,17 +101,16 @@ def int8_from_onnx(model_dir: str | Path, cfg: Int8ExportConfig | None = None, *
 
         acc32, ref = evaluate(src_path, held, metric, input_name=name)
         plain = build([], work / "int8_plain.onnx")
-        acc8, _ = evaluate(plain, held, metric, input_name=name, reference=ref)
+        acc8, _ = evaluate(plain, held, metric, input_name=name)
         plain_acc, plain_drop = acc8["value"], _drop(acc32, acc8)
         log.info("INT8 (%s, %s) on %d held-out images: %s %.2f%% vs FP32 %.2f%% (drop %.2f points, budget %.2f)",
                  cfg.calibration, "per-channel" if cfg.per_channel else "per-tensor", len(held), acc8["metric"],
                  100 * acc8["value"], 100 * acc32["value"], plain_drop, cfg.int8_budget)
         final, kept, search = plain, [], None
         if plain_drop > cfg.int8_budget and cfg.fallback:
-            tune = _tuning_inputs(manifest, rest, calib, root, cfg.tune_images)
             search = sensitivity.keep_float_until_within_budget(
-                src_path, prepared, build, tune=tune, held=held, metric=metric, budget=cfg.int8_budget,
-                agreement=agreement, fp32_held=acc32, max_float=cfg.max_float_nodes, input_name=name, work=work,
+                src_path, prepared, build, tune=tuning(), held=held, metric=metric, budget=cfg.int8_budget,
+                agreement=hooks.agreement, fp32_held=acc32, max_float=cfg.max_float_nodes, input_name=name, work=work,
                 exclude=forced)
             final, kept, acc8 = search.path, search.kept_float, search.held_accuracy
         drop = _drop(acc32, acc8)
@@ -125,10 +130,10 @@ def int8_from_onnx(model_dir: str | Path, cfg: Int8ExportConfig | None = None, *
         with atomic_path(dest) as tmp:
             onnx.save(model, str(tmp))
             onnx.checker.check_model(str(tmp), full_check=True)
-            acc8, _ = evaluate(tmp, held, metric, input_name=name, reference=ref)  # the file as written
+            acc8, out8 = evaluate(tmp, held, metric, input_name=name)  # the file as written
             latency = (latency_ratio({"fp32": src_path, "int8": tmp}, held.x, input_name=name,
                                      rounds=cfg.latency_rounds) if cfg.latency_rounds else {})
-    parity = {**acc8.pop("vs_reference"), "reference": f"onnxrt/fp32 ({src.path})"}
+    parity = {**hooks.parity(ref, out8), "reference": f"onnxrt/fp32 ({src.path})"}
     drop = _drop(acc32, acc8)
     acc8.update(drop_points=drop, budget_points=cfg.int8_budget, within_budget=drop <= cfg.int8_budget,
                 plain_int8_value=plain_acc, plain_int8_drop_points=plain_drop)
@@ -139,6 +144,7 @@ def int8_from_onnx(model_dir: str | Path, cfg: Int8ExportConfig | None = None, *
         "per_channel": cfg.per_channel, "activations": cfg.activations, "weights": "int8 (symmetric)",
         "symmetric_activations": cfg.symmetric_activations, "reduce_range": cfg.reduce_range,
         "quant_pre_process": prepared != src_path, "float_nodes": list(dict.fromkeys(forced + kept)),
+        "task_float_nodes": task_float,
         "int8_nodes": len(nodes["int8"]), "float_compute_nodes": len(nodes["float"]),
         "fallback": search.report() if search else None, "opset_imports_removed": dropped,
         "latency": latency, "config": asdict(cfg)}
@@ -146,15 +152,6 @@ def int8_from_onnx(model_dir: str | Path, cfg: Int8ExportConfig | None = None, *
                                 parity=parity, accuracy=acc8, options=options)
     manifest.save()
     return art
-
-
-def _tuning_inputs(manifest: Manifest, rest, calib: cal.CalibrationSet, root: str, n: int) -> LabelledInputs:
-    """Training images that did not calibrate; when calibration took them all, the calibration images."""
-    if len(rest):
-        return classify_inputs(manifest, rest.subset(range(min(len(rest), n))),
-                               {"split": "train (not calibration)", "root": root})
-    log.warning("every training image calibrated: the sensitivity search ranks layers on the calibration images")
-    return LabelledInputs(calib.x[:n], calib.labels[:n], {"split": "train (calibration images)", "root": root})
 
 
 def _check_node_names(model_path: Path, names: list[str]) -> None:

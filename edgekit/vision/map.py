@@ -157,3 +157,21 @@ def compare_detections(ref: np.ndarray, test: np.ndarray, *, conf: float = 0.25,
         agree += same and image_iou >= min_box_iou
     return {"n": int(len(ref)), "detections_agreement": agree / max(len(ref), 1), "min_box_iou": worst,
             "detections_per_image": counts, "thresholds": {"conf": conf, "iou": iou, "min_box_iou": min_box_iou}}
+
+
+def detection_agreement(ref: np.ndarray, test: np.ndarray, *, conf: float = 0.25, iou: float = 0.7) -> float:
+    """Label-free agreement of a reduced-precision detector with its reference, in [0, 1]: the mAP50-95 of
+    `test`'s detections (val thresholds) scored against `ref`'s own detections at predict thresholds
+    (conf >= `conf`) taken as ground truth, divided by the reference's score against itself (0.995 where it
+    finds anything: the 101-point interpolation's ceiling, as in ultralytics), so the reference scores 1.0.
+    Shifted boxes, lost or extra detections and reordered confidences all lower it. What the INT8
+    fallback searches on, before the held-out labels confirm."""
+    ev, own = DetectionEvaluator(), DetectionEvaluator()
+    for i in range(len(ref)):
+        r = ref[i:i + 1].astype(np.float32, copy=False)
+        truth = decode_output(r, conf=conf, iou=iou)
+        ev.add(decode_output(test[i:i + 1].astype(np.float32, copy=False), conf=0.001, iou=iou, multi_label=True),
+               truth.classes, truth.boxes)
+        own.add(decode_output(r, conf=0.001, iou=iou, multi_label=True), truth.classes, truth.boxes)
+    ceiling = own.result()["mAP50-95"]
+    return float(min(ev.result()["mAP50-95"] / ceiling, 1.0)) if ceiling > 0 else 1.0

@@ -136,7 +136,7 @@ def test_cli_precision_fp16(model_copy, capsys):
 
     assert main(["export", str(model_copy), "--precision", "fp16", "--block-ops", "Gemm"]) == 0
     out = capsys.readouterr().out
-    assert "model_fp16.onnx (fp16" in out and "top-1 agreement with FP32 100.00%" in out
+    assert "model_fp16.onnx (fp16" in out and "agreement with FP32 (top-1) 100.00%" in out
     art = Manifest.load(model_copy).find_artifact("onnxrt", "fp16")
     assert "Gemm" in art.options["op_block_list"] and art.options["fp32_nodes"] == ["/fc/Gemm"]
 

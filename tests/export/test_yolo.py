@@ -191,3 +191,69 @@ def test_int8_quantization_of_the_export_with_calibration_from_the_dataset(expor
     print(json.dumps({"fp32": [len(d) for d in fp32], "int8": [len(d) for d in int8]}))
     assert abs(len(int8[0]) - len(fp32[0])) <= 1 and len(int8[0]) >= 3
     assert box_iou(fp32[0].boxes, int8[0].boxes).max(1).mean() > 0.8
+
+
+@pytest.mark.slow
+def test_int8_and_fp16_exports_of_a_detector_score_map_and_keep_the_head_float(exported, calib_dataset, tmp_path):
+    """`edgekit export --precision int8|fp16` on a detector: the task's hooks calibrate on the train split,
+    keep YOLO's decode head float (always, without being asked), and score mAP50-95 and box agreement."""
+    import onnx
+
+    from edgekit.cli import main
+    from edgekit.export.yolo import head_float_nodes, sample_images
+    from edgekit.vision.detect import box_iou
+
+    d = Path(shutil.copytree(exported, tmp_path / "det"))
+    common = ["--data", str(calib_dataset)]
+    assert main(["export", str(d), "--precision", "int8", "--calib-images", "6", "--min-calib-images", "4",
+                 "--latency-rounds", "0", *common]) == 0
+    m = Manifest.load(d)
+    art = m.find_artifact("onnxrt", "int8")
+    o, a, p = art.options, art.accuracy, art.parity
+    head = head_float_nodes(onnx.load(str(d / "model.onnx")))
+    assert set(head) <= set(o["task_float_nodes"]) and set(o["task_float_nodes"]) <= set(o["float_nodes"])
+    assert o["calibration"]["images"] == 6 and o["calibration"]["split"] == "train"
+    assert all(path.startswith("images/train/") for path in json.loads(
+        (d / o["calibration"]["cache"]).with_suffix(".key.json").read_text())["images"])
+    assert a["metric"] == "mAP50-95" and a["n"] == 4 and "mAP50" in a and o["int8_nodes"] > 50
+    assert p["agreement_kind"].startswith("mAP50-95") and "detections_agreement" in p and "top1_agreement" not in p
+    fp32, int8 = (_detections(d / f, sample_images()[:1])[0] for f in ("model.onnx", "model_int8.onnx"))
+    assert len(fp32) >= 3 and abs(len(int8) - len(fp32)) <= 1  # the people in bus.jpg survive INT8
+    assert box_iou(fp32.boxes, int8.boxes).max(1).mean() > 0.8
+
+    assert main(["export", str(d), "--precision", "fp16", *common]) == 0
+    p16 = Manifest.load(d).find_artifact("onnxrt", "fp16").parity
+    assert p16["passed"] and p16["agreement"] >= 0.99 and p16["min_agreement"] == 0.99
+
+
+def test_detection_agreement_is_one_against_itself_and_drops_with_shifted_or_lost_boxes():
+    from edgekit.vision.map import detection_agreement
+
+    n = 64
+    ref = np.full((2, 5, n), -10.0, np.float32)  # (batch, 4 + 1 class, anchors); class logits as probabilities
+    ref[:, 4] = 0.0
+    for i, (cx, conf) in enumerate([(20, 0.9), (40, 0.8), (60, 0.6)]):
+        ref[:, :4, i] = [cx, 30, 10, 10]
+        ref[:, 4, i] = conf
+    assert detection_agreement(ref, ref) == pytest.approx(1.0)
+    shifted = ref.copy()
+    shifted[:, 0, 0] += 3  # one box of three moved by 30% of its width
+    lost = ref.copy()
+    lost[:, 4, 2] = 0.0  # one detection gone
+    s, lo = detection_agreement(ref, shifted), detection_agreement(ref, lost)
+    assert 0.5 < s < 1.0 and 0.5 < lo < 1.0
+    assert detection_agreement(ref, np.zeros_like(ref)) == 0.0
+
+
+def test_detection_train_split_never_overlaps_calibration_tuning_and_val(exported, calib_dataset):
+    from edgekit.data.yolo import detection_train_split
+
+    m = Manifest.load(exported)
+    calib, tune = detection_train_split(m, calib_dataset, n=5, minimum=4, seed=1, n_tune=10)
+    t = tune()
+    assert len(calib) == 5 and len(t) == 3 and t.source["split"] == "train (not calibration)"
+    assert not ({bytes(x.tobytes()) for x in calib.x} & {bytes(x.tobytes()) for x in t.x})
+    with pytest.raises(EdgekitError, match="below the minimum"):
+        detection_train_split(m, calib_dataset, n=3, minimum=4)
+    with pytest.raises(EdgekitError, match="only 8 readable images"):
+        detection_train_split(m, calib_dataset, n=40, minimum=32)
