@@ -109,7 +109,8 @@ def fp16_from_onnx(model_dir: str | Path, cfg: Fp16ExportConfig | None = None) -
                 f"{cfg.fp16_min_agreement:.0%}); nothing written. Keep the sensitive ops in FP32 with --block-ops "
                 "(e.g. Softmax,ReduceMean) or raise --fp16-tolerance")
     acc16["drop_points"] = round(100 * (acc32["value"] - acc16["value"]), 3)
-    src.accuracy = acc32
+    manifest = Manifest.load(model_dir)  # re-read: keep what changed in it while this export ran
+    manifest.find_artifact("onnxrt", "fp32").accuracy = acc32
     kept = [n.name for n in half.graph.node if n.op_type in blocked or n.name in nodes]
     art = manifest.add_artifact(
         "onnxrt", dest.name, "fp16", built_from=src.path, built_on=machine_summary(), parity=parity, accuracy=acc16,

@@ -137,7 +137,8 @@ def int8_from_onnx(model_dir: str | Path, cfg: Int8ExportConfig | None = None) -
     drop = _drop(acc32, acc8)
     acc8.update(drop_points=drop, budget_points=cfg.int8_budget, within_budget=drop <= cfg.int8_budget,
                 plain_int8_value=plain_acc, plain_int8_drop_points=plain_drop)
-    src.accuracy = acc32
+    manifest = Manifest.load(model_dir)  # re-read: keep what changed in it while this export ran
+    manifest.find_artifact("onnxrt", "fp32").accuracy = acc32
     options = {
         "format": "QDQ", "quantizer": "onnxruntime.quantization.quantize_static", "calibration": {
             "method": cfg.calibration, "options": opts, **calib.describe(), **cache_info},

@@ -71,15 +71,16 @@ class YoloExportConfig:
 
 
 def onnx_from_yolo(model_dir: str | Path, cfg: YoloExportConfig | None = None) -> Artifact:
-    """Export the manifest's torch artifact (an ultralytics .pt) to `model.onnx` and record it."""
+    """Export the model directory's ultralytics checkpoint (model.pt) to `model.onnx` and record it."""
     import onnx
 
     cfg = cfg or YoloExportConfig()
     manifest = Manifest.load(model_dir)
     if manifest.task != "detect":
         raise EdgekitError(f"{model_dir} holds a '{manifest.task}' model: use `edgekit export` (onnx_from_torch)")
-    src = manifest.find_artifact("torch", "fp32")
-    pt = manifest.artifact_path(src)
+    from edgekit.train.detect import yolo_checkpoint
+
+    pt = yolo_checkpoint(manifest)  # model.pt (sha256-checked), also where the torch artifact is model_state.pt
     imgsz = int(manifest.input.shape[2])
     dest = manifest.model_dir / "model.onnx"
     with tempfile.TemporaryDirectory(prefix="edgekit-yolo-export-") as work:
@@ -93,7 +94,7 @@ def onnx_from_yolo(model_dir: str | Path, cfg: YoloExportConfig | None = None) -
     outs = _output_shapes(graph)
     head = head_float_nodes(graph)
     manifest.outputs = [TensorSpec(name, shape) for name, shape in outs.items()]  # (1, 300, 6) when it ends in NMS
-    art = manifest.add_artifact("onnxrt", dest.name, "fp32", built_from=src.path, built_on=machine_summary(),
+    art = manifest.add_artifact("onnxrt", dest.name, "fp32", built_from=pt.name, built_on=machine_summary(),
                                 options={"opset": cfg.opset, "dynamic_batch": False, "slim": cfg.slim, "nms": cfg.nms,
                                          "imgsz": imgsz, "exporter": "ultralytics (torch.onnx.export dynamo=False)",
                                          "outputs": outs, "int8_float_nodes": head},

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.compare import compare_logits
 from edgekit.errors import EdgekitError, unknown_choice
 from edgekit.manifest import BACKENDS, PRECISIONS, Manifest
 from edgekit.platform import machine_summary
+from edgekit.profile.tasks import E2E_IMAGES, bench_task, save_images
 
 log = logging.getLogger(__name__)
 EXPORT_HINT = {"onnxrt": "edgekit export {d} --to onnx --precision {p}", "tinygrad": "edgekit export {d} --to onnx "
@@ -36,7 +36,8 @@ class BenchConfig:
     warmup: int = 10  # untimed calls first
     iters: int = 100  # timed calls per run
     repeats: int = 1  # runs per combination, each in a fresh process: the spread is reported
-    images: int = 64  # held-out images for accuracy and parity
+    eval_images: int = 64  # held-out images for accuracy (classify: top-1, detect: mAP) and parity; 0 = all
+    data: str = ""  # held-out data: ImageFolder root or YOLO data.yaml; empty: the dataset in the manifest
     device: str = ""  # runner device; empty: each backend's default
     threads: int = 0  # CPU threads per runner; 0 = its default
     reference: str = "torch"  # parity reference backend (fp32); falls back to onnxrt
@@ -54,28 +55,26 @@ def _split(text: str, allowed: tuple[str, ...], kind: str) -> list[str]:
     return items
 
 
-def prepare_inputs(manifest: Manifest, n: int, work: Path) -> dict[str, str]:
-    """Held-out images through the manifest's preprocessing, saved for the workers (random if no data)."""
-    from edgekit.data.imagefolder import heldout_for
-    from edgekit.vision.preprocess import batch_classify
+def prepare_inputs(manifest: Manifest, cfg: BenchConfig, work: Path) -> tuple[dict[str, str], Any]:
+    """Held-out images through the manifest's preprocessing, saved for the workers, and their targets (kept
+    here: accuracy is scored in this process from each worker's outputs). Decoded images for the end-to-end
+    timing. Random inputs, no accuracy, when the data is not here."""
+    from edgekit.export.tasks import task_hooks
 
+    task = bench_task(manifest.task)
     paths = {"inputs": str(work / "inputs.npy")}
     try:
-        if manifest.task != "classify":
-            raise EdgekitError("held-out accuracy for detectors comes from the detection stage")
-        val = heldout_for(manifest, limit=n)
-        images = [val.image(i) for i in range(len(val))]
-        np.save(paths["inputs"], batch_classify(images, manifest.input))
-        np.save(work / "labels.npy", val.labels)
-        paths["labels"] = str(work / "labels.npy")
-        if len({im.shape for im in images[:16]}) == 1:  # end-to-end timing on real decoded images
-            np.save(work / "images.npy", np.stack(images[:16]))
-            paths["images"] = str(work / "images.npy")
+        held = task_hooks(manifest).heldout(manifest, cfg.data or None, cfg.eval_images)
+        np.save(paths["inputs"], held.x)
+        targets = held.targets
+        save_images(task.images(manifest, cfg.data, E2E_IMAGES), work / "images.npz")
+        paths["images"] = str(work / "images.npz")
     except EdgekitError as e:
         log.warning("no held-out images (%s): timing on random inputs, no accuracy", e)
-        shape = [min(n, 8), *manifest.input.shape[1:]]
+        shape = [min(cfg.eval_images or 8, 8), *manifest.input.shape[1:]]
         np.save(paths["inputs"], np.random.default_rng(0).standard_normal(shape).astype(np.float32))
-    return paths
+        targets = None
+    return paths, targets
 
 
 def run_matrix(cfg: BenchConfig) -> dict[str, Any]:
@@ -86,16 +85,21 @@ def run_matrix(cfg: BenchConfig) -> dict[str, Any]:
         batches = [int(b) for b in cfg.batch.split(",") if b.strip()]
     except ValueError:
         raise EdgekitError(f"--batch takes comma-separated integers, got '{cfg.batch}'") from None
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
         rows = _run_all(cfg, manifest, backends, precisions, batches, Path(tmp))
     for r in rows:
         r.pop("outputs_file", None)
-    return {"model_dir": str(cfg.model_dir), "task": manifest.task, "config": asdict(cfg), "results": rows,
-            "machine": machine_summary(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    task = bench_task(manifest.task)
+    return {"model_dir": str(cfg.model_dir), "task": manifest.task, "metric": task.metric_label,
+            "agreement": task.agreement_label, "end_to_end": task.e2e_what, "config": asdict(cfg), "results": rows,
+            "machine": machine_summary(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "loadavg_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2),
+                           "cpu_count": os.cpu_count()}}
 
 
 def _run_all(cfg, manifest, backends, precisions, batches, work: Path) -> list[dict[str, Any]]:
-    shared = prepare_inputs(manifest, cfg.images, work)
+    shared, targets = prepare_inputs(manifest, cfg, work)
     rows: list[dict[str, Any]] = []
     for backend, precision, batch in itertools.product(backends, precisions, batches):
         row: dict[str, Any] = {"backend": backend, "precision": precision, "batch": batch}
@@ -106,7 +110,7 @@ def _run_all(cfg, manifest, backends, precisions, batches, work: Path) -> list[d
         runs = [_spawn(cfg, backend, precision, batch, shared, work, r) for r in range(max(1, cfg.repeats))]
         rows.append({**row, **_aggregate(runs)})
         log.info("%-8s %-4s batch %d: %s", backend, precision, batch, _summary(rows[-1]))
-    _parity(rows, cfg.reference)
+    _score(rows, manifest, targets, cfg.reference)
     return rows
 
 
@@ -155,17 +159,26 @@ def _aggregate(runs: list[dict]) -> dict[str, Any]:
     return row
 
 
-def _parity(rows: list[dict], reference: str) -> None:
+def _score(rows: list[dict], manifest: Manifest, targets: Any, reference: str) -> None:
+    """Accuracy of each run's outputs on the held-out targets, and parity against the reference backend's
+    outputs on the same inputs: the task's metric and parity numbers (edgekit.export.tasks)."""
+    from edgekit.export.tasks import task_hooks
+
+    hooks = task_hooks(manifest)
     ok = [r for r in rows if r.get("status") == "ok"]
+    outputs = {id(r): np.load(r["outputs_file"]) for r in ok}
+    if targets is not None:
+        for r in ok:
+            r["accuracy"] = hooks.metric(outputs[id(r)], targets)
     ref = next((r for r in ok if r["backend"] == reference and r["precision"] == "fp32"), None) or \
         next((r for r in ok if r["backend"] == "onnxrt" and r["precision"] == "fp32"), None)
     if ref is None:
         return
-    base = np.load(ref["outputs_file"])
+    base, name = outputs[id(ref)], f"{ref['backend']}/fp32"
     for r in ok:
-        got = np.load(r["outputs_file"])
-        r["parity"] = {"reference": f"{ref['backend']}/fp32", **compare_logits(base, got)} \
-            if got.shape == base.shape else {"reference": f"{ref['backend']}/fp32", "error": "shape mismatch"}
+        got = outputs[id(r)]
+        r["parity"] = {"reference": name, **hooks.parity(base, got)} if got.shape == base.shape else \
+            {"reference": name, "error": f"output shape {list(got.shape)}, reference {list(base.shape)}"}
 
 
 def _summary(row: dict) -> str:

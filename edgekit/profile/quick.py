@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.data.imagefolder import heldout_for
 from edgekit.errors import EdgekitError
 from edgekit.manifest import Manifest
 from edgekit.platform import machine_summary
 from edgekit.profile.bench import time_runner
 from edgekit.runners import load_runner
-from edgekit.vision.preprocess import batch_classify
 
 
 def sample_feed(manifest: Manifest) -> np.ndarray:
-    """One real held-out image through the manifest's preprocessing (random pixels if the data is gone)."""
+    """One real held-out image through the manifest's preprocessing, the task's (random pixels if the data is
+    gone)."""
+    from edgekit.export.tasks import task_hooks
+
     try:
-        val = heldout_for(manifest, limit=1)
-        return batch_classify([val.image(0)], manifest.input)
+        return task_hooks(manifest).heldout(manifest, None, 1).x[:1]
     except EdgekitError:
         rng = np.random.default_rng(0)
         return rng.standard_normal([1, *manifest.input.shape[1:]]).astype(np.float32)

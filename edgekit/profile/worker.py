@@ -1,7 +1,8 @@
 """One benchmark combination in its own process (`python -m edgekit.profile.worker SPEC.json OUT.json`), so
 imports and memory of one backend never mix with another's. Measures cold start (process start to first
-result), inference-only latency, end-to-end latency (decode-free: preprocess + infer + postprocess), peak
-memory, held-out accuracy, and saves the outputs on the shared inputs for the parity check."""
+result), inference-only latency, end-to-end latency (decode-free: the task's preprocess + infer + postprocess,
+each stage timed; edgekit.profile.tasks), peak memory, and saves the outputs on the shared held-out inputs:
+the parent scores accuracy and parity from them, so that work never counts in this process's memory."""
 from __future__ import annotations
 
 import json
@@ -19,13 +20,13 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     from edgekit.manifest import Manifest
     from edgekit.profile.bench import time_runner
     from edgekit.profile.memory import nvmap_mb, peak_rss_mb, rss_mb
-    from edgekit.profile.timer import LatencyStats
+    from edgekit.profile.power import PowerSampler
+    from edgekit.profile.tasks import bench_task, load_images
     from edgekit.runners import load_runner
 
     manifest = Manifest.load(spec["model_dir"])
     inputs = np.load(spec["inputs"])  # preprocessed held-out images, float32 [N, C, H, W] (batch 1 each)
-    images = np.load(spec["images"], allow_pickle=False) if spec.get("images") else None  # uint8 HWC, same N
-    labels = np.load(spec["labels"]) if spec.get("labels") else None
+    images = load_images(spec["images"]) if spec.get("images") else None  # decoded, uint8 BGR
     batch = int(spec["batch"])
     options = {"threads": spec["threads"]} if spec.get("threads") else {}
     runner = load_runner(manifest, spec["backend"], precision=spec["precision"], device=spec.get("device") or None,
@@ -43,36 +44,48 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         t_first = time.time()
         result["cold_start_s"] = round(t_first - float(spec.get("spawn_time", T_PROCESS)), 3)
         result["rss_after_load_mb"] = round(rss_mb(), 1)
-        stats = time_runner(runner, {name: x}, warmup=spec["warmup"], iters=spec["iters"])
+        with PowerSampler() as power:  # Jetson's INA3221 rails during the timed calls (warm-up included)
+            stats = time_runner(runner, {name: x}, warmup=spec["warmup"], iters=spec["iters"])
         result["latency_ms"] = stats.as_dict()
+        result["power"] = power.summary(calls=spec["warmup"] + spec["iters"])
         result["throughput_ips"] = round(1000.0 * batch / stats.p50_ms, 2) if stats.p50_ms > 0 else None
         outputs = np.concatenate([runner.infer({name: inputs[i:i + 1]})[out_name] for i in range(len(inputs))])
         np.save(spec["outputs"], outputs)
-        if labels is not None and manifest.task == "classify":
-            result["accuracy"] = {"metric": "top1", "value": float((outputs.argmax(1) == labels).mean()),
-                                  "n": int(len(labels))}
-        if images is not None and manifest.task == "classify":
-            result["end_to_end_ms"] = _end_to_end(runner, manifest, images, name, out_name).as_dict()
+        if images and batch == 1:
+            result["end_to_end_ms"] = end_to_end(runner, bench_task(manifest.task).pipeline(manifest), images, name,
+                                                 out_name)
         result.update(peak_rss_mb=round(peak_rss_mb(), 1), nvmap_mb=nvmap_mb(), device=runner.device,
                       precision_built=runner.precision, info=getattr(runner, "info", None))
     result["cuda_peak_mb"] = _cuda_peak_mb(spec["backend"])
     return result
 
 
-def _end_to_end(runner, manifest, images, name, out_name):
-    """Preprocess (manifest spec) + infer + softmax/top-5 per image, the way an application runs it."""
-    from edgekit.profile.timer import LatencyStats
-    from edgekit.vision.preprocess import preprocess_classify
+def end_to_end(runner, pipeline, images, name, out_name, passes: int = 3) -> dict[str, Any]:
+    """The application's path per image, batch 1: preprocess -> infer -> postprocess (the task's), timed as a
+    whole and per stage. OpenCV on one thread in every worker (ultralytics' import sets 0, i.e. none, in the
+    torch worker): the pre/post stages are the same work whatever the backend."""
+    import cv2
 
-    samples = []
-    for _ in range(3):
+    from edgekit.profile.timer import Timer
+
+    cv2.setNumThreads(1)
+    pre, post = pipeline
+    timer = Timer()
+    for _ in range(passes):
         for img in images:
             t0 = time.perf_counter_ns()
-            logits = runner.infer({name: preprocess_classify(img, manifest.input)[None]})[out_name][0]
-            e = np.exp(logits - logits.max())
-            np.argsort(-(e / e.sum()))[:5]
-            samples.append(time.perf_counter_ns() - t0)
-    return LatencyStats.from_ns(samples)
+            x, ctx = pre(img)
+            t1 = time.perf_counter_ns()
+            y = runner.infer({name: x})[out_name]
+            t2 = time.perf_counter_ns()
+            post(y, ctx)
+            t3 = time.perf_counter_ns()
+            for stage, ns in (("total", t3 - t0), ("preprocess", t1 - t0), ("infer", t2 - t1),
+                              ("postprocess", t3 - t2)):
+                timer.add(stage, ns)
+    stats = timer.stats()
+    return {**stats.pop("total").as_dict(), "opencv_threads": 1,
+            "stages_p50_ms": {k: round(v.p50_ms, 4) for k, v in stats.items()}}
 
 
 def _cuda_peak_mb(backend: str) -> float | None:

@@ -1,8 +1,16 @@
-"""PyTorch: the reference backend. CPU or CUDA, fp32 or fp16 (fp16 on CUDA)."""
+"""PyTorch: the reference backend. CPU or CUDA, fp32 or fp16 (fp16 on CUDA).
+
+Every file is read with torch.load(weights_only=True): a classifier's state_dict (torchvision architecture
+named in the manifest), or a detector's weights-only YOLO state (`model_state.pt`, written by `edgekit train
+detect`): ultralytics' DetectionModel state_dict with the model yaml, nc and names needed to rebuild it. An
+ultralytics .pt checkpoint (a full pickle) is refused with the one-time conversion command."""
 from __future__ import annotations
 
+import copy
 import pickle
+import zipfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +39,7 @@ class TorchRunner(Runner):
             raise EdgekitError("the torch runner has no int8 mode: int8 runs on onnxrt, trt and tinygrad")
         if self.options.get("threads"):
             torch.set_num_threads(int(self.options["threads"]))
-        self.model = build_from_manifest(self.manifest, self.artifact)
+        self.model = build_from_manifest(self.manifest, self.artifact)  # cpu, fp32, eval
         self.model.to(self.device).eval()
         if self.precision == "fp16":
             self.model.half()
@@ -62,7 +70,16 @@ class TorchRunner(Runner):
 
 
 def build_from_manifest(manifest, weights_path) -> torch.nn.Module:
-    """The manifest's architecture with the weights in `weights_path` (a state_dict, weights_only)."""
+    """The manifest's model (per its task) with the weights in `weights_path`, loaded weights_only; eval mode."""
+    builders = {"classify": build_classifier, "detect": build_detector}
+    if manifest.task not in builders:
+        raise EdgekitError(f"the torch runner cannot build a '{manifest.task}' model (it builds: "
+                           f"{', '.join(builders)})")
+    return builders[manifest.task](manifest, weights_path).eval()
+
+
+def build_classifier(manifest, weights_path) -> torch.nn.Module:
+    """The manifest's torchvision architecture with the state_dict in `weights_path`."""
     from edgekit.train.models import build_model
 
     arch = manifest.source.get("arch")
@@ -78,3 +95,101 @@ def build_from_manifest(manifest, weights_path) -> torch.nn.Module:
         raise EdgekitError(f"{weights_path} does not hold {arch} weights for {len(manifest.labels)} classes "
                            f"({type(e).__name__}); re-train or restore the file") from None
     return model
+
+
+YOLO_STATE_FORMAT = "edgekit-yolo-state/1"  # what edgekit.train.detect.save_yolo_state writes
+
+
+def read_yolo_state(path) -> dict:
+    """The weights-only YOLO state file: {"format", "yaml", "nc", "names", "state_dict", ...}. Never unpickles
+    anything but tensors and plain containers; an ultralytics checkpoint is refused with the fix."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not zipfile.is_zipfile(path):  # not even torch.save's container: damaged or not weights
+            raise EdgekitError(f"{path} is not a readable weights file ({type(e).__name__}); re-train or restore "
+                               "the file") from None
+        # a torch.save file pickling classes weights_only refuses: a full (ultralytics) checkpoint
+        raise EdgekitError(
+            f"{path} is a full pickle (an ultralytics .pt checkpoint), and edgekit loads weights-only files only. "
+            f"Convert the model directory once: `python -m edgekit.train.detect {Path(path).parent}` (writes "
+            "model_state.pt from edgekit's own model.pt, checked by its sha256), or re-train") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise EdgekitError(f"{path} is not a readable weights file ({type(e).__name__}); re-train or restore "
+                           "the file") from None
+    if not isinstance(state, dict) or state.get("format") != YOLO_STATE_FORMAT:
+        raise EdgekitError(f"{path} is not an edgekit YOLO state file ({YOLO_STATE_FORMAT}); re-train, or convert "
+                           f"with `python -m edgekit.train.detect {Path(path).parent}`")
+    return state
+
+
+def build_detector(manifest, weights_path) -> torch.nn.Module:
+    return load_yolo_state(weights_path, nc=len(manifest.labels))
+
+
+def load_yolo_state(weights_path, *, nc: int | None = None) -> torch.nn.Module:
+    """ultralytics' DetectionModel rebuilt from the state file's yaml, its weights loaded, Conv+BN fused (as the
+    ONNX export is); called with (N, 3, H, W) it returns the (N, 4+nc, anchors) head output alone. `nc`: the
+    class count the manifest expects."""
+    from edgekit.export.yolo import ultralytics_env
+
+    state = read_yolo_state(weights_path)
+    if nc is not None and int(state["nc"]) != nc:
+        raise EdgekitError(f"{weights_path} holds a {state['nc']}-class YOLO, the manifest names {nc} classes; "
+                           "re-train or restore the file")
+    ultralytics_env(offline=True)
+    from ultralytics.nn import tasks
+
+    _check_yaml(state["yaml"], weights_path)
+    safe = getattr(getattr(tasks, "_SafeLoad", None), "_local", None)  # ultralytics' own no-eval model building
+    if safe is not None:
+        safe.active = True
+    try:
+        model = tasks.DetectionModel(copy.deepcopy(state["yaml"]), ch=3, nc=int(state["nc"]), verbose=False)
+    finally:
+        if safe is not None:
+            safe.active = False
+    try:
+        model.load_state_dict(state["state_dict"])
+    except RuntimeError as e:
+        raise EdgekitError(f"{weights_path}: the weights do not fit the model its yaml describes "
+                           f"({str(e).splitlines()[0][:200]}); re-train or restore the file") from None
+    model.names = dict(enumerate(state["names"]))
+    return _HeadOutput(model.float().eval().fuse(verbose=False))
+
+
+_ACTIVATIONS = ("nn.SiLU()", "nn.ReLU()", "nn.ReLU6()", "nn.Hardswish()", "nn.LeakyReLU(0.1)", "nn.GELU()")
+
+
+def _check_yaml(cfg: Any, path) -> None:
+    """The model yaml names only layers (nn.Module classes of torch.nn or ultralytics.nn.modules) and a known
+    activation: ultralytics' parse_model looks layer names up in its module's globals and eval()s `activation`,
+    so a crafted file could otherwise call any function there. Checked before anything is built."""
+    from ultralytics.nn import modules
+
+    def is_layer(name: Any) -> bool:
+        if not isinstance(name, str):
+            return False
+        obj = getattr(torch.nn, name[3:], None) if name.startswith("nn.") else getattr(modules, name, None)
+        return isinstance(obj, type) and issubclass(obj, torch.nn.Module)
+
+    rows = [*cfg.get("backbone", []), *cfg.get("head", [])] if isinstance(cfg, dict) else []
+    bad = [r[2] if isinstance(r, list) and len(r) == 4 else r for r in rows
+           if not (isinstance(r, list) and len(r) == 4 and is_layer(r[2]))]
+    act = cfg.get("activation") if isinstance(cfg, dict) else None
+    if not rows or bad or (act is not None and act not in _ACTIVATIONS):
+        raise EdgekitError(f"{path}: the model yaml names what is not a known layer "
+                           f"({(bad or [act] or ['no layers'])[0]!r}); refusing to build it. Re-train, or convert "
+                           "edgekit's own model.pt again (python -m edgekit.train.detect MODEL_DIR)")
+
+
+class _HeadOutput(torch.nn.Module):
+    """In eval mode ultralytics' Detect returns (decoded head, raw maps): keep the head, as the ONNX graph does."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.model(x)
+        return y[0] if isinstance(y, (tuple, list)) else y

@@ -1,7 +1,8 @@
 """`edgekit train detect`: fine-tune (or train from a model yaml) an ultralytics YOLO detector on a YOLO-format
 dataset, offline, and write an edgekit model directory:
 
-    out/model.pt           the best weights (ultralytics checkpoint): the torch artifact
+    out/model.pt           the best weights (ultralytics checkpoint, a pickle): what ultralytics and ONNX export read
+    out/model_state.pt     the same weights, weights-only (torch.load(weights_only=True)): the torch artifact
     out/model.onnx         opset 17, fixed size, checked against ultralytics' PyTorch model (edgekit.export.yolo)
     out/manifest.json      task 'detect', labels, letterbox input spec, (1, 4+nc, N) output, metrics, artifacts
     out/labels.txt, out/train_config.json, out/ultralytics/   (ultralytics' own run: results.csv, weights/)
@@ -11,9 +12,11 @@ ultralytics starts. Metrics: ultralytics' validation of the best weights (mAP50,
 numpy mAP of the exported ONNX on the same held-out split, with their difference."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,8 +24,8 @@ from pathlib import Path
 from edgekit.data.yolo import check_dataset
 from edgekit.errors import EdgekitError
 from edgekit.export.yolo import YoloExportConfig, load_yolo, onnx_from_yolo, ultralytics_env
-from edgekit.fileio import atomic_path, atomic_write_json, atomic_write_text
-from edgekit.manifest import InputSpec, Manifest, TensorSpec
+from edgekit.fileio import atomic_path, atomic_write_json, atomic_write_text, sha256_file
+from edgekit.manifest import Artifact, InputSpec, Manifest, TensorSpec
 from edgekit.platform import machine_summary
 from edgekit.train.detect_config import PACKAGED_YOLO, DetectConfig
 
@@ -169,10 +172,13 @@ def _finish(cfg: DetectConfig, out: Path, yaml_path: Path, names: list[str], cou
                             "counts": counts},
                 "train_args": asdict(cfg), "ultralytics_run": str(out / "ultralytics"), "metrics": train_metrics,
                 "history": history, "machine": machine_summary()})
+    manifest.source["checkpoint_sha256"] = sha256_file(out / "model.pt")
     manifest.save(out)  # a new manifest: artifacts exported from earlier weights are no longer listed
-    manifest.add_artifact("torch", "model.pt", "fp32", built_on=machine_summary(),
-                          accuracy={"metric": "mAP50-95", "value": ul.get("mAP50-95"), "mAP50": ul.get("mAP50"),
-                                    "evaluated_by": "ultralytics val (rect batches)"})
+    accuracy = {"metric": "mAP50-95", "value": ul.get("mAP50-95"), "mAP50": ul.get("mAP50"),
+                "evaluated_by": "ultralytics val (rect batches)"}
+    parity = save_yolo_state(model.model, names, out / STATE_FILE)
+    # the ONNX export reads the torch artifact as an ultralytics checkpoint: model.pt while it runs
+    manifest.add_artifact("torch", "model.pt", "fp32", built_on=machine_summary(), accuracy=accuracy)
     manifest.save(out)
     summary = {"model_dir": str(out), "metrics": train_metrics, "history": history}
     if cfg.export:
@@ -190,10 +196,106 @@ def _finish(cfg: DetectConfig, out: Path, yaml_path: Path, names: list[str], cou
             manifest.save()
             summary["map_cross_check"] = check
         summary["onnx"] = {"path": art.path, "parity": art.parity, "accuracy": acc}
+    manifest = Manifest.load(out)
+    _record_state(manifest, "model.pt", parity, accuracy)
+    manifest.save()
     return summary
+
+
+STATE_FILE = "model_state.pt"
+
+
+def save_yolo_state(model, names: list[str], dest: Path) -> dict:
+    """Write ultralytics' DetectionModel as a weights-only file that edgekit's torch runner rebuilds
+    (edgekit.runners.torch.build_detector): its float32 state_dict, the model yaml (plain JSON data), nc, names
+    and strides, all of which torch.load(weights_only=True) reads. Checks that the file loads that way and that
+    the rebuilt model gives the same outputs; returns that check."""
+    import torch
+
+    from edgekit.runners.torch import YOLO_STATE_FORMAT, load_yolo_state
+
+    model = model.float().eval()
+    state = {"format": YOLO_STATE_FORMAT, "yaml": json.loads(json.dumps(model.yaml)), "nc": int(model.model[-1].nc),
+             "names": [str(n) for n in names], "stride": [float(s) for s in model.stride],
+             "ultralytics": _ultralytics_version(),
+             "state_dict": {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().clone()
+                            for k, v in model.state_dict().items()}}
+    with atomic_path(dest) as tmp:
+        torch.save(state, tmp)
+        imgsz = max(64, int(max(state["stride"])) * 2)
+        x = torch.rand(1, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
+        rebuilt = load_yolo_state(tmp, nc=len(names))
+        with torch.no_grad():
+            ref, got = model(x)[0].numpy(), rebuilt(x).numpy()
+        from edgekit.compare import compare_logits
+
+        check = {k: v for k, v in compare_logits(ref, got).items() if k in ("max_abs", "max_rel", "min_cosine")}
+        if check["max_rel"] > 1e-4:
+            raise EdgekitError(f"the weights-only YOLO file does not reproduce the model (max rel error "
+                               f"{check['max_rel']:.2e}); nothing written. Report this with the ultralytics version")
+    return {**check, "reference": "ultralytics DetectionModel (unfused)", "input": f"random 1x3x{imgsz}x{imgsz}",
+            "note": "rebuilt from the weights-only file and fused"}
+
+
+def _record_state(manifest: Manifest, checkpoint: str, parity: dict, accuracy: dict) -> Artifact:
+    """The weights-only file becomes the torch artifact; the ultralytics checkpoint stays in source."""
+    manifest.source["checkpoint"] = checkpoint
+    manifest.source["checkpoint_sha256"] = sha256_file(manifest.model_dir / checkpoint)
+    return manifest.add_artifact("torch", STATE_FILE, "fp32", built_from=checkpoint, built_on=machine_summary(),
+                                 options={"format": "edgekit-yolo-state/1 (torch.load weights_only=True)"},
+                                 parity=parity, accuracy=accuracy)
+
+
+def yolo_checkpoint(manifest: Manifest) -> Path:
+    """The ultralytics checkpoint (model.pt) a detect model directory was trained into, sha256-checked: the
+    torch artifact itself in directories from before the weights-only file, else source.checkpoint."""
+    art = manifest.find_artifact("torch", "fp32")
+    if art.path != STATE_FILE:
+        return manifest.artifact_path(art)
+    ckpt = manifest.source.get("checkpoint") or art.built_from
+    path = manifest.model_dir / str(ckpt)
+    if not path.is_file() or sha256_file(path) != manifest.source.get("checkpoint_sha256"):
+        raise EdgekitError(f"{path} is missing or does not match the sha256 in the manifest: restore it or re-train")
+    return path
+
+
+def state_from_checkpoint(model_dir: str | Path) -> Artifact:
+    """One-time conversion of a detect model directory whose torch artifact is still the ultralytics
+    checkpoint: write model_state.pt (weights-only) and record it as the torch artifact.
+
+    This is the one place edgekit unpickles a .pt for the torch backend, and only edgekit's own file: the torch
+    artifact's sha256 must match what `edgekit train detect` recorded in the manifest (the ONNX export unpickles
+    the same file through ultralytics). The sha256 proves the file is unchanged since the manifest was written,
+    not who wrote it: convert only model directories you made yourself."""
+    manifest = Manifest.load(model_dir)
+    if manifest.task != "detect":
+        raise EdgekitError(f"{model_dir} holds a '{manifest.task}' model: only detect models need converting")
+    art = manifest.find_artifact("torch", "fp32")
+    if art.path == STATE_FILE:
+        manifest.artifact_path(art)  # sha256-checked
+        log.info("%s already has %s as its torch artifact", model_dir, STATE_FILE)
+        return art
+    pt = manifest.artifact_path(art)  # sha256 verified against the manifest: edgekit's own file, unchanged
+    model = load_yolo(pt)
+    parity = save_yolo_state(model.model, list(manifest.labels), manifest.model_dir / STATE_FILE)
+    manifest = Manifest.load(model_dir)  # re-read: keep what another export recorded meanwhile
+    new = _record_state(manifest, art.path, parity, art.accuracy)
+    manifest.save()
+    log.info("%s: wrote %s (weights-only) from %s; max rel error of the rebuilt model %.1e", model_dir, STATE_FILE,
+             art.path, parity["max_rel"])
+    return new
 
 
 def _ultralytics_version() -> str:
     import ultralytics
 
     return ultralytics.__version__
+
+
+if __name__ == "__main__":  # python -m edgekit.train.detect MODEL_DIR: the one-time conversion above
+    from edgekit.cli import run_command
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m edgekit.train.detect MODEL_DIR  (writes MODEL_DIR/model_state.pt from model.pt)")
+    sys.exit(run_command(lambda a: print(state_from_checkpoint(a).path) or 0, sys.argv[1]))

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _cfg(model_dir, **kw) -> BenchConfig:
     base = dict(model_dir=str(model_dir), backends="torch,onnxrt", precisions="fp32,int8", warmup=2, iters=10,
-                images=24, threads=1)
+                eval_images=24, threads=1)
     base.update(kw)
     return BenchConfig(**base)
 
@@ -108,7 +108,8 @@ def test_bad_arguments(model_dir, field, value, message):
 
 def test_compare_cli(model_dir):
     r = subprocess.run([sys.executable, "-m", "edgekit", "compare", str(model_dir), "--backends", "torch,onnxrt",
-                        "--precisions", "fp32", "--images", "8"], capture_output=True, text=True, cwd=REPO, timeout=300)
+                        "--precisions", "fp32", "--eval-images", "8"], capture_output=True, text=True, cwd=REPO,
+                       timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     line = next(x for x in r.stdout.splitlines() if x.startswith("| onnxrt | fp32"))
     assert "100.00%" in line

@@ -1,7 +1,8 @@
 """`edgekit train detect`: one short real ultralytics training (yolov8n.yaml, random init, 1 epoch at 64 px on
 a tiny digits-detect) writes a complete model directory: manifest (task, labels, letterbox input, head
-output, metrics), model.pt, an opset-17 ONNX with parity and mAP records. Bad options and bad data fail
-before ultralytics starts, with the CLI's one-line error."""
+output, metrics), model.pt and its weights-only model_state.pt (the torch artifact), an opset-17 ONNX with
+parity and mAP records. Bad options and bad data fail before ultralytics starts, with the CLI's one-line
+error."""
 from __future__ import annotations
 
 import json
@@ -63,7 +64,9 @@ def test_artifacts_torch_and_onnx_with_parity_and_map(trained):
     out, _ = trained
     m = Manifest.load(out)
     pt, onnx_art = m.find_artifact("torch", "fp32"), m.find_artifact("onnxrt", "fp32")
-    assert pt.path == "model.pt" and m.artifact_path(pt).exists()
+    # the torch artifact is the weights-only file; the ultralytics checkpoint stays beside it, sha256 recorded
+    assert pt.path == "model_state.pt" and pt.built_from == "model.pt" and m.artifact_path(pt).exists()
+    assert pt.parity["max_rel"] < 1e-4 and m.source["checkpoint"] == "model.pt" and m.source["checkpoint_sha256"]
     assert onnx_art.path == "model.onnx" and onnx_art.built_from == "model.pt"
     m.artifact_path(onnx_art)  # sha256 checked
     assert onnx_art.options["opset"] == 17 and onnx_art.options["outputs"] == {"output0": [1, 5, 84]}
