@@ -43,6 +43,7 @@ class BenchConfig:
     reference: str = "torch"  # parity reference backend (fp32); falls back to onnxrt
     timeout: int = 600  # seconds per subprocess
     out: str = ""  # report folder; empty: <model_dir>/bench
+    ultralytics: bool = True  # detectors: also run ultralytics' own benchmark/val on the same model and images
 
 
 def _split(text: str, allowed: tuple[str, ...], kind: str) -> list[str]:

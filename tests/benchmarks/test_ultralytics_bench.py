@@ -1,18 +1,14 @@
-"""benchmarks/ultralytics_bench.py: ultralytics' own benchmark and val beside edgekit's bench on the tiny seeded
+"""edgekit.profile.ultralytics (benchmarks/ultralytics_bench.py, `edgekit bench` of a detector): ultralytics' own benchmark and val beside edgekit's bench on the tiny seeded
 YOLOv8n (tests/conftest.py), offline; without ultralytics it records why it skipped that side."""
 from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import ultralytics_bench  # noqa: E402
+from edgekit.profile import ultralytics as ultralytics_bench
 
 
 @pytest.mark.slow
