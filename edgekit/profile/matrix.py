@@ -43,6 +43,7 @@ class BenchConfig:
     reference: str = "torch"  # parity reference backend (fp32); falls back to onnxrt
     timeout: int = 600  # seconds per subprocess
     out: str = ""  # report folder; empty: <model_dir>/bench
+    skip: str = ""  # backend/precision pairs left out, comma-separated (e.g. tinygrad/fp16): listed as skipped
     ultralytics: bool = True  # detectors: also run ultralytics' own benchmark/val on the same model and images
 
 
@@ -104,7 +105,8 @@ def _run_all(cfg, manifest, backends, precisions, batches, work: Path) -> list[d
     rows: list[dict[str, Any]] = []
     for backend, precision, batch in itertools.product(backends, precisions, batches):
         row: dict[str, Any] = {"backend": backend, "precision": precision, "batch": batch}
-        reason = _cannot_run(manifest, backend, precision, cfg.model_dir)
+        reason = ("left out (--skip)" if f"{backend}/{precision}" in _skipped(cfg)
+                  else _cannot_run(manifest, backend, precision, cfg.model_dir))
         if reason:
             rows.append({**row, "status": "skipped", "reason": reason})
             continue
@@ -180,6 +182,15 @@ def _score(rows: list[dict], manifest: Manifest, targets: Any, reference: str) -
         got = outputs[id(r)]
         r["parity"] = {"reference": name, **hooks.parity(base, got)} if got.shape == base.shape else \
             {"reference": name, "error": f"output shape {list(got.shape)}, reference {list(base.shape)}"}
+
+
+def _skipped(cfg: BenchConfig) -> set[str]:
+    pairs = {t.strip() for t in cfg.skip.split(",") if t.strip()}
+    for pair in pairs:
+        b, _, prec = pair.partition("/")
+        if b not in BACKENDS or prec not in PRECISIONS:
+            raise EdgekitError(f"--skip takes backend/precision pairs like tinygrad/fp16, got '{pair}'")
+    return pairs
 
 
 def _summary(row: dict) -> str:

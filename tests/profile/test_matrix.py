@@ -113,3 +113,13 @@ def test_compare_cli(model_dir):
     assert r.returncode == 0, r.stderr[-2000:]
     line = next(x for x in r.stdout.splitlines() if x.startswith("| onnxrt | fp32"))
     assert "100.00%" in line
+
+
+def test_skip_leaves_a_pair_out_with_its_reason_and_rejects_a_malformed_pair(model_dir):
+    cfg = BenchConfig(model_dir=str(model_dir), backends="onnxrt", precisions="fp32,fp16", warmup=1, iters=2,
+                      eval_images=4, skip="onnxrt/fp16")
+    rows = run_matrix(cfg)["results"]
+    assert [(r["precision"], r["status"]) for r in rows] == [("fp32", "ok"), ("fp16", "skipped")]
+    assert rows[1]["reason"] == "left out (--skip)"
+    with pytest.raises(EdgekitError, match="backend/precision pairs"):
+        run_matrix(BenchConfig(model_dir=str(model_dir), backends="onnxrt", precisions="fp32", skip="tinygrad"))
