@@ -87,7 +87,7 @@ def cmd_train_classify(args: argparse.Namespace) -> int:
     if summary:  # rank 0
         m = summary["metrics"]
         top5 = next((f"{k} {v:.2%}" for k, v in m.items() if k.startswith("top") and k != "top1"), "")
-        print(f"trained {args.arch}: val top-1 {m['top1']:.2%}, {top5}, best epoch {m['best_epoch']}, "
+        print(f"trained {cfg.arch}: val top-1 {m['top1']:.2%}, {top5}, best epoch {m['best_epoch']}, "
               f"{m['train_seconds']:.0f} s of training; model directory {summary['model_dir']}")
     return 0
 
@@ -181,27 +181,38 @@ def cmd_bench(args: argparse.Namespace) -> int:
     dest = write_report(report, cfg.out or f"{cfg.model_dir}/bench")
     print(markdown(report).split("\n\n", 1)[1].rsplit("\n\n![", 1)[0])
     print(f"\nreport: {dest} (and bench.json, bench.csv, latency.png, accuracy_latency.png, memory.png)")
+    if report["task"] == "detect" and cfg.ultralytics:  # ultralytics' own numbers for the same model, beside
+        from edgekit.profile.ultralytics import NAME, markdown as ul_markdown, run_ultralytics_benchmark
+
+        res = run_ultralytics_benchmark(cfg.model_dir, cfg.data or None, dest.parent, eval_images=cfg.eval_images,
+                                        iters=cfg.iters)
+        print(ul_markdown(res).split("\n\n", 1)[1])
+        print(f"ultralytics beside edgekit: {dest.parent / NAME}.md")
     return 0 if any(r["status"] == "ok" for r in report["results"]) else 1
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from edgekit.profile.matrix import BenchConfig, run_matrix
+    from edgekit.profile.tasks import bench_task
 
     cfg = dataclass_from_args(BenchConfig, args)
     cfg.warmup, cfg.iters = 1, 3  # parity, not timing
     report = run_matrix(cfg)
-    print(f"parity on {cfg.images} held-out inputs against {cfg.reference}/fp32 (onnxrt/fp32 when it is missing)")
-    print("| backend | precision | max abs | max rel | min cosine | top-1 agreement | accuracy |\n|---|---|---|---|---|---|---|")
-    worst = 1.0
+    task = bench_task(report["task"])
+    metric, agreement = task.metric_label, task.agreement_label
+    print(f"parity on {cfg.eval_images or 'all'} held-out inputs against {cfg.reference}/fp32 (onnxrt/fp32 when it "
+          "is missing)")
+    print(f"| backend | precision | max abs | max rel | min cosine | {agreement} | {metric} |\n"
+          "|---|---|---|---|---|---|---|")
     for r in report["results"]:
         if r["status"] != "ok":
             print(f"| {r['backend']} | {r['precision']} | {r['status']}: {r['reason']} | | | | |")
             continue
         p, a = r.get("parity") or {}, (r.get("accuracy") or {}).get("value")
-        worst = min(worst, p.get("top1_agreement", 1.0))
+        agree = p.get(task.agreement_key, float("nan"))
         print(f"| {r['backend']} | {r['precision']} | {p.get('max_abs', float('nan')):.3e} | "
               f"{p.get('max_rel', float('nan')):.3e} | {p.get('min_cosine', float('nan')):.6f} | "
-              f"{p.get('top1_agreement', float('nan')):.2%} | {'' if a is None else f'{a:.2%}'} |")
+              f"{agree:.2%} | {'' if a is None else f'{a:.2%}'} |")
     return 0
 
 
@@ -222,7 +233,18 @@ def cmd_camera(args: argparse.Namespace) -> int:
     print(f"{r['frames']} frames from {r['source']} in {r['seconds']:.1f} s ({r['fps']:.1f} FPS)"
           f"{' (interrupted)' if r['interrupted'] else ''}; p50 ms: {stages}; dropped {r['capture']['dropped']}, "
           f"reconnects {r['capture']['reconnects']}; RSS peak {r['rss']['peak_mb']:.0f} MB")
+    if "accuracy" in r:
+        print(accuracy_line(r["accuracy"]))
     return 0
+
+
+def accuracy_line(a: dict) -> str:
+    def pct(v):
+        return "n/a" if v is None else f"{v:.1%}"
+
+    return (f"digit accuracy {pct(a['accuracy'])} ({a['correct']}/{a['digits']} digits found and correctly "
+            f"classified in {a['frames']} frames): detection recall {pct(a['recall'])}, classification "
+            f"{pct(a['classification_accuracy'])} of those found, {a['false_positives']} false positives")
 
 
 # ---- demo ----------------------------------------------------------------------------------------------

