@@ -1,19 +1,35 @@
-"""Overlays: boxes with detector class and classifier label, FPS and per-stage times."""
+"""Overlays: boxes with detector class and classifier label, FPS and per-stage times.
+
+Drawn on every frame the loop writes, so kept lean: one text draw per label or HUD line (white on a filled
+or darkened background, not an outline plus a fill), text sizes cached, the HUD panel sized from its stage
+names (cached) rather than measured per frame."""
 from __future__ import annotations
+
+import functools
 
 import cv2
 import numpy as np
 
 _PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
             (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0)]
+FONT, SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.45
+WHITE = (255, 255, 255)
+TEXT_H = cv2.getTextSize("0", FONT, SCALE, 1)[0][1]  # the font's cap height: the same for every text
+HUD_X, HUD_Y, HUD_DY = 8, 18, 16  # first HUD line's baseline origin, line pitch
 
 
 def color(i: int) -> tuple[int, int, int]:
     return _PALETTE[int(i) % len(_PALETTE)]
 
 
+@functools.lru_cache(maxsize=4096)
+def text_width(text: str) -> int:
+    return cv2.getTextSize(text, FONT, SCALE, 1)[0][0]
+
+
 def draw_objects(frame: np.ndarray, objects: list[dict]) -> None:
-    """Each object: box [x1,y1,x2,y2], det_class, det_score, and optionally label, label_score."""
+    """Each object: box [x1,y1,x2,y2], det_class, det_score, and optionally label, label_score. The label sits on
+    a filled tab of the box's colour above the box (below it when the box touches the top edge)."""
     for o in objects:
         x1, y1, x2, y2 = (int(round(v)) for v in o["box"])
         c = color(o.get("label_id", o.get("det_id", 0)))
@@ -21,15 +37,28 @@ def draw_objects(frame: np.ndarray, objects: list[dict]) -> None:
         text = f"{o['det_class']} {o['det_score']:.2f}"
         if "label" in o:
             text = f"{o['label']} {o['label_score']:.2f} | " + text
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
-        ty = y1 - 4 if y1 - th - 6 >= 0 else y2 + th + 4
-        cv2.rectangle(frame, (x1, ty - th - 3), (x1 + tw + 2, ty + 3), c, -1)
-        cv2.putText(frame, text, (x1 + 1, ty), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        ty = y1 - 4 if y1 - TEXT_H - 6 >= 0 else y2 + TEXT_H + 4
+        cv2.rectangle(frame, (x1, ty - TEXT_H - 3), (x1 + text_width(text) + 2, ty + 3), c, -1)
+        cv2.putText(frame, text, (x1 + 1, ty), FONT, SCALE, WHITE, 1, cv2.LINE_AA)
+
+
+def hud_lines(fps: float, stage_ms: dict[str, float]) -> list[str]:
+    return [f"{fps:5.1f} FPS"] + [f"{k} {v:.1f} ms" for k, v in stage_ms.items()]
+
+
+@functools.lru_cache(maxsize=64)
+def hud_box(stages: tuple[str, ...]) -> tuple[int, int, int, int]:
+    """(x1, y1, x2, y2) of the HUD panel for these stage names, wide enough for times up to 9999.9 ms (all
+    digits have the same width in this font), so it neither depends on this frame's numbers nor jitters."""
+    w = max(text_width(line) for line in hud_lines(888.8, dict.fromkeys(stages, 8888.8)))
+    return HUD_X - 4, HUD_Y - TEXT_H - 4, HUD_X + w + 4, HUD_Y + HUD_DY * len(stages) + 6
 
 
 def draw_hud(frame: np.ndarray, fps: float, stage_ms: dict[str, float]) -> None:
-    lines = [f"{fps:5.1f} FPS"] + [f"{k} {v:.1f} ms" for k, v in stage_ms.items()]
-    for i, line in enumerate(lines):
-        y = 18 + 16 * i
-        cv2.putText(frame, line, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(frame, line, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    """FPS and the last frame's stage times, top left, white on a darkened panel: one text draw per line, and
+    what lies under the panel stays visible at half brightness."""
+    x1, y1, x2, y2 = hud_box(tuple(stage_ms))
+    panel = frame[max(y1, 0):y2, max(x1, 0):x2]
+    np.right_shift(panel, 1, out=panel)
+    for i, line in enumerate(hud_lines(fps, stage_ms)):
+        cv2.putText(frame, line, (HUD_X, HUD_Y + HUD_DY * i), FONT, SCALE, WHITE, 1, cv2.LINE_AA)

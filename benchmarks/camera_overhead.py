@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Camera loop overhead: end-to-end frame time minus the two models' own inference time, per frame.
+
+    python benchmarks/camera_overhead.py        # writes benchmarks/results/camera_overhead.json
+
+The real loop (edgekit.camera.loop.run_camera, headless, a video file read in order) with a YOLO detector
+and a classifier run on each detection, both on ONNX Runtime (CPU, --threads each). Per frame the loop
+reports (its `on_frame` hook) the end-to-end frame time (decode excluded, reported apart as `capture`) and
+each model's inference time as its runner measured it (around session.run only); overhead = frame -
+inference: pre/post-processing, cropping, runner bookkeeping, drawing, sinks. Variants, interleaved in
+rounds on the same video: `bare` (no outputs: no drawing, no writing), `jsonl` (results file),
+`video` (mp4 + jsonl, no overlays), `video+draw` (mp4 + jsonl with overlays: the usual run). The first
+--warmup frames of every run are dropped. The floor (issue #6): overhead <= 2 ms median at 640x480.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(var, "1")  # before numpy is imported
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+FLOOR_MS = 2.0
+VARIANTS = ("bare", "jsonl", "video", "video+draw")
+DEFAULTS = {
+    "video": "runs/bench_detect_train/data/video/digits.mp4",
+    "detector": "runs/bench_detect_train/model_yolov8s_packaged",
+    "classifier": "runs/demo/models/mnist_mobilenet_v2",
+}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--video", default=DEFAULTS["video"], help="input video (default: %(default)s)")
+    p.add_argument("--detector", default=DEFAULTS["detector"], help="YOLO model directory (default: %(default)s)")
+    p.add_argument("--classifier", default=DEFAULTS["classifier"],
+                   help="classifier model directory, '' for none (default: %(default)s)")
+    p.add_argument("--backend", default="onnxrt", help="backend of both models (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per runner (default: %(default)s)")
+    p.add_argument("--cv-threads", type=int, default=1, help="cv2.setNumThreads (default: %(default)s)")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds, one run per variant each")
+    p.add_argument("--warmup", type=int, default=10, help="frames dropped at the start of every run")
+    p.add_argument("--max-frames", type=int, default=0, help="frames per run; 0 = the whole video")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "camera_overhead.json"))
+    return p
+
+
+# ---- the arithmetic (pure: tested on crafted records) ---------------------------------------------------------
+
+def frame_rows(records: list[dict[str, Any]], warmup: int) -> list[dict[str, Any]]:
+    """Per-frame rows after warm-up: frame, inference and overhead (ns), and stage times where the frame had
+    the stage. detect/classify stages also give their non-inference part (runner bookkeeping around the
+    models' own time)."""
+    rows = []
+    for r in records[warmup:]:
+        infer = r["det_infer_ns"] + r["cls_infer_ns"]
+        st = dict(r["stages_ns"])
+        for k in ("frame", "overhead"):  # the loop's own copies of what is computed here
+            st.pop(k, None)
+        timed = sum(v for k, v in st.items() if k != "capture")  # capture (decode) is not part of frame_ns
+        st["untimed"] = r["frame_ns"] - timed  # frame time in no stage: glue, softmax/labels, timer spans
+        if "detect" in st:
+            st["detect_minus_infer"] = st["detect"] - r["det_infer_ns"]
+        if "classify" in st:
+            st["classify_minus_infer"] = st["classify"] - r["cls_infer_ns"]
+        rows.append({"frame": r["frame"], "objects": r["objects"], "frame_ns": r["frame_ns"],
+                     "det_infer_ns": r["det_infer_ns"], "cls_infer_ns": r["cls_infer_ns"], "infer_ns": infer,
+                     "overhead_ns": r["frame_ns"] - infer, "stages_ns": st})
+    return rows
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median / p90 (ms) of frame, inference, overhead, and the median of every stage over the frames that
+    had it."""
+    from edgekit.profile.timer import LatencyStats
+
+    def stat(values) -> dict[str, float]:
+        s = LatencyStats.from_ns(values)
+        return {"p50_ms": round(s.p50_ms, 4), "p90_ms": round(s.p90_ms, 4), "mean_ms": round(s.mean_ms, 4), "n": s.n}
+
+    out = {k.removesuffix("_ns") + "_ms": stat([r[k] for r in rows])
+           for k in ("frame_ns", "det_infer_ns", "cls_infer_ns", "infer_ns", "overhead_ns")}
+    stages: dict[str, list[int]] = {}
+    for r in rows:
+        for k, v in r["stages_ns"].items():
+            stages.setdefault(k, []).append(v)
+    out["stages_p50_ms"] = {k: stat(v)["p50_ms"] for k, v in stages.items()}
+    out["stages_n"] = {k: len(v) for k, v in stages.items()}
+    out["objects_mean"] = round(sum(r["objects"] for r in rows) / len(rows), 3) if rows else 0.0
+    return out
+
+
+# ---- running the loop -------------------------------------------------------------------------------------------
+
+def run_variant(variant: str, args: argparse.Namespace, work: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from edgekit.camera.loop import CameraConfig, run_camera
+
+    outputs = {"bare": [], "jsonl": ["r.jsonl"], "video": ["o.mp4", "r.jsonl"], "video+draw": ["o.mp4", "r.jsonl"]}
+    if variant not in outputs:
+        from edgekit.errors import unknown_choice
+
+        raise unknown_choice("variant", variant, outputs)
+    records: list[dict[str, Any]] = []
+    cfg = CameraConfig(input=args.video, output=[str(work / o) for o in outputs[variant]], detector=args.detector,
+                       classifier=args.classifier, det_backend=args.backend, cls_backend=args.backend,
+                       headless=True, threads=args.threads, max_frames=args.max_frames, draw=variant != "video")
+    report = run_camera(cfg, on_frame=lambda rec: records.append({**rec, "stages_ns": dict(rec["stages_ns"])}))
+    jsonl = work / "r.jsonl"
+    report["results_sha256"] = hashlib.sha256(jsonl.read_bytes()).hexdigest() if jsonl.exists() else None
+    for o in outputs[variant]:
+        (work / o).unlink(missing_ok=True)
+    return records, report
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    from edgekit.errors import EdgekitError
+
+    for what in ("video", "detector", "classifier"):
+        path = getattr(args, what)
+        if path and not Path(path).exists():
+            hint = ("build it with `make demo`" if what == "classifier"
+                    else "build it with `python benchmarks/detect_train.py`")
+            raise EdgekitError(f"--{what} {path} does not exist: {hint}, or pass another with --{what}")
+
+
+def main(args: argparse.Namespace) -> int:
+    import cv2
+
+    from edgekit.errors import EdgekitError
+    from edgekit.platform import machine_summary
+
+    try:
+        check_inputs(args)
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        cv2.setNumThreads(args.cv_threads)
+        load_before = os.getloadavg()
+        rows: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+        runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+        with tempfile.TemporaryDirectory(prefix="camera_overhead_") as tmp:
+            for rnd in range(args.rounds):
+                for v in variants:
+                    records, rep = run_variant(v, args, Path(tmp))
+                    r = frame_rows(records, args.warmup)
+                    rows[v] += r
+                    s = summarize(r)
+                    runs[v].append({"round": rnd, "frames": rep["frames"], "fps": rep["fps"],
+                                    "overhead_p50_ms": s["overhead_ms"]["p50_ms"],
+                                    "frame_p50_ms": s["frame_ms"]["p50_ms"],
+                                    "results_sha256": rep["results_sha256"], "loadavg": os.getloadavg()[0],
+                                    "rss_peak_mb": rep["rss"]["peak_mb"], "capture": rep["capture"]})
+                    print(f"round {rnd} {v:<10} {rep['frames']} frames, overhead p50 {s['overhead_ms']['p50_ms']:.3f} "
+                          f"ms, frame p50 {s['frame_ms']['p50_ms']:.2f} ms, load {os.getloadavg()[0]:.2f}", flush=True)
+    except EdgekitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    results = {v: {**summarize(rows[v]), "runs": runs[v]} for v in variants}
+    shas = {r["results_sha256"] for v in variants for r in runs[v] if r["results_sha256"]}
+    worst = max(results[v]["overhead_ms"]["p50_ms"] for v in variants)
+    report = {
+        "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
+        "what": "edgekit camera loop (run_camera, headless, video file in order): per frame, end-to-end frame time "
+                "(decode excluded) minus the detector's and classifier's inference as their runners timed it",
+        "inputs": {"video": args.video, "detector": args.detector, "classifier": args.classifier,
+                   "backend": args.backend, "threads": args.threads, "cv_threads": args.cv_threads,
+                   "warmup_frames": args.warmup, "rounds": args.rounds},
+        "floor": {"overhead_p50_ms": FLOOR_MS}, "worst_variant_overhead_p50_ms": worst, "floor_met": worst <= FLOOR_MS,
+        "results_identical_across_runs": len(shas) <= 1, "results_sha256": sorted(shas),
+        "results": results,
+        "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "machine": machine_summary(),
+        "note": "shared 2-core CPU (other jobs running): absolute times are inflated and noisy; variants interleaved. "
+                "The video variants encode mp4v on a second thread of the same process, on the same two cores: "
+                "under load its CPU time shows up as preemption inside the loop's stages (p90, and the median); it "
+                "runs at nice +5 (VideoSink.encoder_nice) so the loop wins a shared core. draw and write are "
+                "mostly cache/TLB misses on a frame gone cold during inference (2-3x their hot-loop cost).",
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    for v in variants:
+        r = results[v]
+        print(f"{v:<10} overhead p50 {r['overhead_ms']['p50_ms']:.3f} ms p90 {r['overhead_ms']['p90_ms']:.3f} ms "
+              f"(n={r['overhead_ms']['n']}); frame p50 {r['frame_ms']['p50_ms']:.2f} ms; stages p50 "
+              + ", ".join(f"{k} {x:.3f}" for k, x in r["stages_p50_ms"].items()))
+    print(f"worst variant overhead p50 {worst:.3f} ms (floor {FLOOR_MS} ms) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))
