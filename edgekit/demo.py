@@ -268,7 +268,7 @@ def _camera(det_dir: Path, cls_dir: Path, data: Path, report: Path) -> dict:
     if r.returncode != 0:
         raise EdgekitError(f"the camera loop failed: {(r.stderr.strip().splitlines() or ['?'])[-1]} ({' '.join(cmd)})")
     out = json.loads(rep.read_text())
-    return {"video": str(video), "report": str(rep), "command": " ".join(cmd[2:]), "frames": out["frames"],
+    return {"video": str(video), "report": str(rep), "command": " ".join(cmd[3:]), "frames": out["frames"],
             "fps": out["fps"], "stages_p50_ms": {k: v.get("p50_ms") for k, v in out["stages_ms"].items()},
             "accuracy": out.get("accuracy"), "rss_peak_mb": out["rss"]["peak_mb"]}
 
