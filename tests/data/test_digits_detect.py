@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from edgekit.data import digits_detect as dd
-from edgekit.data.digits_detect import DigitsDetectConfig, load_video_truth, paste, write_digits_detect
+from edgekit.data.digits_detect import DigitsDetectConfig, paste, write_digits_detect
+from edgekit.data.digits_video import load_video_truth
 from edgekit.data.mnist import load_mnist5k, split_indices
 from edgekit.data.yolo import check_dataset, read_dataset_yaml
 from edgekit.errors import EdgekitError
