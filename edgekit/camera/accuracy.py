@@ -14,21 +14,14 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.vision.detect import box_iou
 
 IOU_MATCH = 0.5  # a detection finds a ground-truth digit at this IoU or more
 IOU_SAME = 0.99  # two runs' boxes are the same box at this IoU or more
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in a [n, 4] with every box in b [m, 4] (xyxy, continuous: x2/y2 exclusive) -> [n, m]."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+def _boxes(boxes) -> np.ndarray:
+    return np.asarray(boxes, np.float64).reshape(-1, 4)
 
 
 def read_jsonl(path: str | Path, what: str) -> list[dict[str, Any]]:
@@ -68,7 +61,7 @@ def match_truth(dets: list[dict[str, Any]], truth: list[dict[str, Any]], iou: fl
     ground-truth box it overlaps most, at IoU >= iou. One to one."""
     if not dets or not truth:
         return []
-    m = box_iou([d["box"] for d in dets], [t["box"] for t in truth])
+    m = box_iou(_boxes([d["box"] for d in dets]), _boxes([t["box"] for t in truth]))
     order = sorted(range(len(dets)), key=lambda i: -float(dets[i].get("det_score", 1.0)))
     free = np.ones(len(truth), bool)
     pairs = []
@@ -158,7 +151,7 @@ def _pair_by_iou(oa: list[dict[str, Any]], ob: list[dict[str, Any]]) -> list[tup
     """Every object of oa paired with one of ob (len(oa) == len(ob)): highest IoU pairs first."""
     if not oa:
         return []
-    m = box_iou([o["box"] for o in oa], [o["box"] for o in ob])
+    m = box_iou(_boxes([o["box"] for o in oa]), _boxes([o["box"] for o in ob]))
     pairs, used_a, used_b = [], set(), set()
     for flat in np.argsort(-m, axis=None, kind="stable"):
         i, j = divmod(int(flat), m.shape[1])

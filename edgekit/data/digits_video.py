@@ -77,11 +77,3 @@ def write_video(dest: Path, frames: list[np.ndarray], pool: tuple[np.ndarray, np
             "size": [w, h], "codec": "mp4v", "box_format": "xyxy pixels, x2/y2 exclusive",
             "digits": [{k: m[k] for k in ("id", "digit", "mnist_index")} for m in movers], "ink": VIDEO_INK,
             "background": "last 20% of bikes.mp4, forward then back"}
-
-
-def load_video_truth(folder: str | Path) -> list[dict]:
-    """The per-frame ground truth of a built test video: [{"frame", "objects": [{"id", "digit", "box"}]}]."""
-    path = Path(folder) / "video" / "digits.jsonl"
-    if not path.exists():
-        raise EdgekitError(f"{path} is missing: build it with `edgekit data digits-detect --out {folder}`")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgekit.camera.accuracy import box_iou, digit_accuracy, load_truth, match_truth, same_results
+from edgekit.camera.accuracy import _boxes, box_iou, digit_accuracy, load_truth, match_truth, same_results
 from edgekit.camera.loop import CameraConfig, run_camera
 from edgekit.cli import main
 from edgekit.errors import EdgekitError
@@ -33,10 +33,10 @@ TRUTH = [
 
 
 def test_box_iou():
-    m = box_iou([A, A], [A, shifted(A, 10), shifted(A, 40)])
+    m = box_iou(_boxes([A, A]), _boxes([A, shifted(A, 10), shifted(A, 40)]))
     assert m.shape == (2, 3)
     np.testing.assert_allclose(m[0], [1.0, 1 / 3, 0.0])  # half the width overlaps: 300 / (600 + 600 - 300)
-    assert box_iou([], [A]).shape == (0, 1)
+    assert box_iou(_boxes([]), _boxes([A])).shape == (0, 1)
 
 
 def test_accuracy_counts_misses_wrong_labels_false_positives_and_low_iou():

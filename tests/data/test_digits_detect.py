@@ -12,7 +12,7 @@ import pytest
 
 from edgekit.data import digits_detect as dd
 from edgekit.data.digits_detect import DigitsDetectConfig, paste, write_digits_detect
-from edgekit.data.digits_video import load_video_truth
+from edgekit.camera.accuracy import load_truth
 from edgekit.data.mnist import load_mnist5k, split_indices
 from edgekit.data.yolo import check_dataset, read_dataset_yaml
 from edgekit.errors import EdgekitError
@@ -135,7 +135,7 @@ def test_ten_class_mode_labels_the_digit(tmp_path):
 
 def test_video_and_its_ground_truth(built):
     out, meta = built
-    truth = load_video_truth(out)
+    truth = load_truth(out)
     assert [r["frame"] for r in truth] == list(range(12))
     cap = cv2.VideoCapture(str(out / "video" / "digits.mp4"))
     frames = []
