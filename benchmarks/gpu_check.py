@@ -98,6 +98,11 @@ def memory_round_trip(mode: str) -> dict:
 
 
 def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="edgekit-gpu-check-") as tmp:  # the built model never outlives the run
+        return run_checks(Path(tmp))
+
+
+def run_checks(tmp: Path) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", help="folder for gpu_check.json")
     ap.add_argument("--model-dir", help="an edgekit model directory with model.pt and model.onnx")
@@ -109,7 +114,7 @@ def main() -> int:
     from edgekit.runners import load_runner
 
     results: dict = {"machine": machine_summary()}
-    model_dir = Path(a.model_dir) if a.model_dir else build_model_dir(Path(tempfile.mkdtemp()))
+    model_dir = Path(a.model_dir) if a.model_dir else build_model_dir(tmp)
     x = np.random.default_rng(0).standard_normal((16, 3, 64, 64)).astype(np.float32)
     with load_runner(model_dir, "torch", device="cpu") as cpu:
         ref = np.concatenate([cpu.infer({"input": x[i:i + 1]})["logits"] for i in range(len(x))])

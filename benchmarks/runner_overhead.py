@@ -39,11 +39,15 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/runner_overhead.json")
     a = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="edgekit-runner-overhead-") as tmp:
+        return measure(a, export_resnet18(Path(tmp) / "resnet18.onnx", a.size))
+
+
+def measure(a: argparse.Namespace, path: Path) -> int:
     from edgekit.platform import machine_summary
     from edgekit.profile.timer import LatencyStats
     from edgekit.runners.onnxrt import OnnxrtRunner
 
-    path = export_resnet18(Path(tempfile.mkdtemp()) / "resnet18.onnx", a.size)
     x = np.random.default_rng(0).standard_normal((1, 3, a.size, a.size)).astype(np.float32)
     with OnnxrtRunner(path, threads=a.threads) as r:
         sess, names = r.session, [o.name for o in r.session.get_outputs()]
