@@ -36,7 +36,7 @@ class DemoPlan:
 
     train_images: int = 400
     val_images: int = 100
-    video_frames: int = 150
+    video_frames: int = 300
     crop_images: int = 1000
     cls_epochs: int = 0  # 0 = the recipe's
     det_epochs: int = 2  # a short schedule: `edgekit train detect` defaults to 4 (mAP50 >= 0.9 in 10 minutes)

@@ -61,9 +61,10 @@ class DigitsDetectConfig:
     empty_fraction: float = 0.05  # share of images with no digit at all (background only)
     random_ink: float = 0.0  # share of digits in a random light or dark ink, whatever is under them (the test
     #                          video's case: some hard to see); the rest contrast with it. 0 = all contrast
-    video_frames: int = 150  # frames of the moving-digits test video (0 = no video)
+    video_frames: int = 300  # frames of the moving-digits test video, 12 s at 25 FPS (0 = no video)
     video_width: int = 640  # test video size (4:3)
-    video_digits: int = 4  # digits moving in the test video
+    video_digits: int = 4  # digits on screen at once in the test video (one per lane)
+    video_switch: int = 50  # frames each digit stays before a new one takes its lane (0 = the same digits throughout)
     crops: int = 1  # classification crops per pasted digit (train and val), each from a jittered box; 0 = none
     crop_jitter: float = 0.1  # each box edge moves by up to this fraction of the box's width or height
     crop_images: int = 2000  # extra train-segment images rendered only for train crops, with MNIST-5k train/val digits
@@ -85,8 +86,8 @@ class DigitsDetectConfig:
             raise EdgekitError("--random-ink must be in [0, 1] (a share of the digits)")
         if not 0 <= self.empty_fraction < 1:
             raise EdgekitError("--empty-fraction must be in [0, 1)")
-        if self.video_frames < 0 or not 1 <= self.video_digits <= 8:
-            raise EdgekitError("--video-frames must be >= 0 and --video-digits between 1 and 8")
+        if self.video_frames < 0 or not 1 <= self.video_digits <= 8 or self.video_switch < 0:
+            raise EdgekitError("--video-frames and --video-switch must be >= 0 and --video-digits between 1 and 8")
         if self.crops < 0 or self.crop_images < 0 or not 0 <= self.crop_jitter <= 0.3:
             raise EdgekitError("--crops and --crop-images must be >= 0 and --crop-jitter in [0, 0.3] (a fraction of "
                                "the box size)")

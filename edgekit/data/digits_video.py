@@ -23,26 +23,45 @@ def cover(frame: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
     return big[y:y + wh[1], x:x + wh[0]]
 
 
+def _draw_order(labels: np.ndarray, n: int, rng: np.random.Generator) -> list[int]:
+    """n pool indices, classes as even as n allows (shuffled rounds of 0-9), no digit image twice while the pool
+    lasts: every class shows up in the video, not whichever the draw favoured."""
+    by_class = {c: list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels).tolist()}
+    out: list[int] = []
+    while len(out) < n:
+        for c in rng.permutation(sorted(by_class)).tolist():
+            if len(out) < n:
+                if not by_class[c]:
+                    by_class[c] = list(rng.permutation(np.flatnonzero(labels == c)))
+                out.append(int(by_class[c].pop()))
+    return out
+
+
 def write_video(dest: Path, frames: list[np.ndarray], pool: tuple[np.ndarray, np.ndarray, np.ndarray],
                 cfg: DigitsDetectConfig, rng: np.random.Generator) -> dict:
-    """Digits moving across real footage (played forward then back). Each digit keeps its own horizontal lane
-    (so none occludes another) and bounces off the sides; its ink, frame by frame, contrasts with what is
-    under it. Ground truth per frame in digits.jsonl."""
+    """Digits moving across real footage (played forward then back). Each of cfg.video_digits lanes shows one
+    digit at a time, bouncing off the sides, and a new one (another digit image, size, speed) every
+    cfg.video_switch frames: many digits are seen, not a handful. No digit occludes another; its ink, frame by
+    frame, contrasts with what is under it. Ground truth per frame in digits.jsonl (ids unique per digit)."""
     w, h, fps = cfg.video_width, round(cfg.video_width * 3 / 4), 25.0
     images, labels, mnist_idx = pool
     lane_h = h / cfg.video_digits
+    period = cfg.video_switch or cfg.video_frames
+    starts = range(0, cfg.video_frames, period)
+    picks = iter(_draw_order(labels, cfg.video_digits * len(starts), rng))
     movers = []
-    for k in range(cfg.video_digits):
-        i = int(rng.integers(len(images)))
-        dh = round(min(lane_h * 0.8, h * rng.uniform(0.1, 0.25)))
-        ys, xs = np.nonzero(images[i] > 32)
-        dw = max(3, round(dh * (xs.max() - xs.min() + 1) / (ys.max() - ys.min() + 1)))
-        movers.append({
-            "id": k, "digit": int(labels[i]), "mnist_index": int(mnist_idx[i]),
-            "alpha": digit_alpha(images[i], dh, dw), "x": rng.uniform(0, w - dw), "vx": rng.choice([-1, 1]) *
-            rng.uniform(2, 7), "y0": k * lane_h + (lane_h - dh) / 2, "amp": (lane_h - dh) / 2 * 0.8,
-            "phase": rng.uniform(0, 2 * np.pi),
-            "opacity": rng.uniform(0.85, 1.0)})
+    for t0 in starts:
+        for k in range(cfg.video_digits):
+            i = next(picks)
+            dh = round(min(lane_h * 0.8, h * rng.uniform(0.1, 0.25)))
+            ys, xs = np.nonzero(images[i] > 32)
+            dw = max(3, round(dh * (xs.max() - xs.min() + 1) / (ys.max() - ys.min() + 1)))
+            movers.append({
+                "id": len(movers), "lane": k, "t0": t0, "t1": t0 + period, "digit": int(labels[i]),
+                "mnist_index": int(mnist_idx[i]), "alpha": digit_alpha(images[i], dh, dw),
+                "x": rng.uniform(0, w - dw), "vx": rng.choice([-1, 1]) * rng.uniform(2, 7),
+                "y0": k * lane_h + (lane_h - dh) / 2, "amp": (lane_h - dh) / 2 * 0.8,
+                "phase": rng.uniform(0, 2 * np.pi), "opacity": rng.uniform(0.85, 1.0)})
     order = list(range(len(frames))) + list(range(len(frames) - 2, 0, -1))  # ping-pong through real footage
     writer = cv2.VideoWriter(str(dest), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
     if not writer.isOpened():
@@ -54,8 +73,10 @@ def write_video(dest: Path, frames: list[np.ndarray], pool: tuple[np.ndarray, np
             img = cover(frames[order[t % len(order)]], (w, h)).copy()
             objs = []
             for m in movers:
+                if not m["t0"] <= t < m["t1"]:
+                    continue
                 dh, dw = m["alpha"].shape
-                x = m["x"] + m["vx"] * t
+                x = m["x"] + m["vx"] * (t - m["t0"])
                 span = 2 * (w - dw)
                 x = x % span
                 x = span - x if x > w - dw else x  # bounce between 0 and w - dw
@@ -75,5 +96,7 @@ def write_video(dest: Path, frames: list[np.ndarray], pool: tuple[np.ndarray, np
     (dest.parent / "digits.jsonl").write_text("\n".join(rows) + "\n")
     return {"file": dest.name, "ground_truth": "digits.jsonl", "frames": cfg.video_frames, "fps": fps,
             "size": [w, h], "codec": "mp4v", "box_format": "xyxy pixels, x2/y2 exclusive",
-            "digits": [{k: m[k] for k in ("id", "digit", "mnist_index")} for m in movers], "ink": VIDEO_INK,
+            "switch_frames": period,
+            "digits": [{k: m[k] for k in ("id", "lane", "t0", "digit", "mnist_index")} for m in movers],
+            "ink": VIDEO_INK,
             "background": "last 20% of bikes.mp4, forward then back"}

@@ -157,9 +157,27 @@ def test_video_and_its_ground_truth(built):
     assert meta["video"]["frames"] == 12 and json.loads((out / "edgekit.json").read_text())["video"]
 
 
+def test_video_switches_digits_so_many_are_seen(tmp_path):
+    """Every --video-switch frames each lane shows a new digit image: ids unique per digit, each seen only in
+    its own window, classes spread (six digits: six different classes)."""
+    out = tmp_path / "v"
+    meta = write_digits_detect(DigitsDetectConfig(out=str(out), **{**SMALL, "video_switch": 5}))
+    truth = load_truth(out)
+    digits = meta["video"]["digits"]
+    assert meta["video"]["switch_frames"] == 5 and [d["t0"] for d in digits] == [0, 0, 5, 5, 10, 10]
+    assert len({d["digit"] for d in digits}) == 6 and len({d["mnist_index"] for d in digits}) == 6
+    seen = {}
+    for r in truth:
+        for o in r["objects"]:
+            seen.setdefault(o["id"], set()).add(r["frame"])
+            assert o["digit"] == digits[o["id"]]["digit"]
+    for d in digits:
+        assert seen[d["id"]] <= set(range(d["t0"], d["t0"] + 5)), d
+
+
 @pytest.mark.slow
 def test_default_size_builds_in_seconds(tmp_path):
-    """The default set: 400 train + 100 val images at 320, a 150-frame video and the classification crops with
+    """The default set: 400 train + 100 val images at 320, a 300-frame video and the classification crops with
     their 2000 extra renders (~10 s on an idle 2-core CPU; ~3 s of it without crops)."""
     import time
 
@@ -167,7 +185,7 @@ def test_default_size_builds_in_seconds(tmp_path):
     meta = write_digits_detect(DigitsDetectConfig(out=str(tmp_path / "full")))
     seconds = time.perf_counter() - t0
     print(f"digits-detect default build: {seconds:.1f} s")
-    assert meta["counts"]["train"]["images"] == 400 and meta["video"]["frames"] == 150
+    assert meta["counts"]["train"]["images"] == 400 and meta["video"]["frames"] == 300
     assert meta["crops"]["train"] > 5000 and meta["crops"]["val"] == meta["counts"]["val"]["boxes"]
     assert seconds < 60  # generous: the CPU is shared
 
