@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +21,7 @@ from edgekit.camera.sources import CaptureOptions, FrameSource
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_write_json
 from edgekit.profile.memory import peak_rss_mb, rss_mb
-from edgekit.profile.timer import Timer
+from edgekit.profile.timer import LatencyStats, Timer
 from edgekit.vision.draw import draw_hud, draw_objects
 from edgekit.vision.preprocess import to_bgr
 
@@ -106,7 +107,11 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
         pipeline = Pipeline(det, cls, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det)
         source.open()
         sinks = [open_sink(o, source.fps) for o in outputs]
-        need_frames = cfg.draw and any(s.wants_frames for s in sinks)
+        # overlays: drawn in the loop for sinks that show or save the loop's frame as it is (display, image
+        # files); handed to the sinks that copy the frame and draw on their own thread (video), when only those
+        # want frames: then drawing costs the loop nothing
+        draw_here = cfg.draw and any(s.wants_frames and not s.draws_later for s in sinks)
+        draw_later = cfg.draw and not draw_here and any(s.wants_frames and s.draws_later for s in sinks)
         rss["after_load_mb"] = rss_mb()
         it = iter(source)
         fps_ema, last = 0.0, time.perf_counter()
@@ -120,14 +125,17 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
             t_frame = time.perf_counter_ns()
             frame = _normalise(frame)
             objects = pipeline(frame, timer)
-            if need_frames:
+            overlay = None
+            if draw_here:
                 with timer("draw"):
                     draw_objects(frame, objects)
                     draw_hud(frame, fps_ema, _last_ms(timer))
+            elif draw_later:
+                overlay = partial(_overlay, objects=objects, fps=fps_ema, stage_ms=_last_ms(timer))
             with timer("write"):
                 record = {"frame": frames, "objects": objects}
                 for s in sinks:
-                    s.write(frame, record)
+                    s.write(frame, record, overlay if s.draws_later else None)
             if truth is not None:
                 results.append(record)
             frame_ns = time.perf_counter_ns() - t_frame
@@ -155,6 +163,9 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
                 r.close()
         rss.update(end_mb=rss_mb(), peak_mb=peak_rss_mb())
         result = _report(cfg, source, timer, frames, time.perf_counter() - t_start, rss, stop.is_set(), outputs)
+        drawn_later = [ns for s in sinks for ns in getattr(s, "draw_ns", ())]
+        if drawn_later:  # off the loop: not part of a frame's time, reported apart
+            result["draw_on_writer_thread_ms"] = LatencyStats.from_ns(drawn_later).as_dict()
         if truth is not None:
             result["accuracy"] = digit_accuracy(results, truth)
         if cfg.report:
@@ -167,6 +178,11 @@ def _normalise(frame: np.ndarray) -> np.ndarray:
     if frame.dtype != np.uint8:
         frame = (frame / max(1, np.iinfo(frame.dtype).max if frame.dtype.kind in "ui" else 1) * 255).astype(np.uint8)
     return to_bgr(frame) if frame.ndim != 3 or frame.shape[2] != 3 else frame
+
+
+def _overlay(frame: np.ndarray, *, objects: list[dict[str, Any]], fps: float, stage_ms: dict[str, float]) -> None:
+    draw_objects(frame, objects)
+    draw_hud(frame, fps, stage_ms)
 
 
 def _last_ms(timer: Timer) -> dict[str, float]:

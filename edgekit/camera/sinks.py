@@ -8,8 +8,9 @@ import os
 import queue as queue_mod
 import sys
 import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -19,11 +20,15 @@ from edgekit.errors import EdgekitError
 VIDEO_EXTS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".mov": "mp4v"}
 
 
+Overlay = Callable[[np.ndarray], None]  # draws a frame's results onto a frame, in place
+
+
 class Sink:
     name = "sink"
     wants_frames = True  # False: results only (JSON lines), no drawing needed for it
+    draws_later = False  # True: write() takes the overlay and draws it off the loop (on its own thread)
 
-    def write(self, frame: np.ndarray, result: dict[str, Any]) -> None: ...
+    def write(self, frame: np.ndarray, result: dict[str, Any], overlay: Overlay | None = None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -39,7 +44,11 @@ class VideoSink(Sink):
     write, and when the encoder falls `queue` frames behind the loop waits (no frame is lost). The encoder
     thread runs `encoder_nice` steps nicer than the loop (Linux), so the loop wins when both want a core
     (measured on a loaded 2-core machine: at nice 0 the encoder preempted the loop's overhead stages, median
-    ~6 ms; at +5 or +10, ~2.3 ms; at +19 or SCHED_IDLE it starved and the loop waited on the full queue)."""
+    ~6 ms; at +5 or +10, ~2.3 ms; at +19 or SCHED_IDLE it starved and the loop waited on the full queue).
+    An overlay given to write() is drawn on the encoder thread, onto the copy: the loop only copies the frame.
+    The time it takes is kept in `draw_ns` (one entry per frame drawn)."""
+
+    draws_later = True
 
     def __init__(self, path: str, fps: float, queue: int = 8, encoder_nice: int = 5) -> None:
         self.path, self.fps = Path(path), fps
@@ -51,11 +60,12 @@ class VideoSink(Sink):
         self.encoder_nice = encoder_nice
         self._slots = threading.Semaphore(max(1, queue))  # buffers in flight: queued or being encoded
         self._free: list[np.ndarray] = []  # buffers written and ready to reuse; last in, first out (warmest)
-        self._todo: queue_mod.SimpleQueue = queue_mod.SimpleQueue()  # buffers to encode, in order; None: stop
+        self._todo: queue_mod.SimpleQueue = queue_mod.SimpleQueue()  # (buffer, overlay) to encode, in order; None: stop
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self.draw_ns: list[int] = []
 
-    def write(self, frame: np.ndarray, result: dict[str, Any]) -> None:
+    def write(self, frame: np.ndarray, result: dict[str, Any], overlay: Overlay | None = None) -> None:
         if self._error is not None:
             raise EdgekitError(f"writing {self.path} failed: {self._error}")
         if self.writer is None:
@@ -73,7 +83,7 @@ class VideoSink(Sink):
                 self._free.append(buf)
             self._slots.release()
             raise
-        self._todo.put(buf)
+        self._todo.put((buf, overlay))
         self.frames += 1
 
     def _take_slot(self) -> None:
@@ -95,8 +105,13 @@ class VideoSink(Sink):
 
     def _encode(self) -> None:
         lower_thread_priority(self.encoder_nice)
-        while (buf := self._todo.get()) is not None:
+        while (item := self._todo.get()) is not None:
+            buf, overlay = item
             try:
+                if overlay is not None:
+                    t0 = time.perf_counter_ns()
+                    overlay(buf)
+                    self.draw_ns.append(time.perf_counter_ns() - t0)
                 self.writer.write(buf)
             except Exception as e:  # surfaced to the loop on its next write
                 self._error = e
@@ -132,7 +147,7 @@ class ImageSequenceSink(Sink):
         self.name = str(folder)
         self.index = 0
 
-    def write(self, frame: np.ndarray, result: dict[str, Any]) -> None:
+    def write(self, frame: np.ndarray, result: dict[str, Any], overlay: Overlay | None = None) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         dest = self.folder / f"frame_{self.index:06d}.jpg"
         tmp = self.folder / f".frame_{self.index:06d}.partial.jpg"
@@ -152,7 +167,7 @@ class JsonlSink(Sink):
         self.tmp = self.path.with_name(f".{self.path.name}.partial")
         self.f = open(self.tmp, "w")
 
-    def write(self, frame: np.ndarray, result: dict[str, Any]) -> None:
+    def write(self, frame: np.ndarray, result: dict[str, Any], overlay: Overlay | None = None) -> None:
         self.f.write(json.dumps(result, separators=(",", ":")) + "\n")
 
     def close(self) -> None:
@@ -168,7 +183,7 @@ class DisplaySink(Sink):
                                "output file, or set DISPLAY=:0 when a monitor is attached to the Jetson")
         self.title, self.name, self._stop = title, "display://0", False
 
-    def write(self, frame: np.ndarray, result: dict[str, Any]) -> None:
+    def write(self, frame: np.ndarray, result: dict[str, Any], overlay: Overlay | None = None) -> None:
         cv2.imshow(self.title, frame)
         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
             self._stop = True

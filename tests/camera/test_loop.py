@@ -57,12 +57,33 @@ def test_classifier_on_a_video_writes_results_video_and_report(digit_video, mode
     assert _frames(out / "a.avi") == len(truth)
     rep = json.loads((out / "report.json").read_text())
     assert rep["frames"] == len(truth) and not rep["interrupted"]
-    for stage in ("capture", "classify_pre", "classify", "draw", "write", "frame", "overhead"):
+    for stage in ("capture", "classify_pre", "classify", "write", "frame", "overhead"):
         assert rep["stages_ms"][stage]["n"] == len(truth) and rep["stages_ms"][stage]["p50_ms"] >= 0
+    # only the video wants frames: it draws the overlays on its own thread, off the loop's frame time
+    assert "draw" not in rep["stages_ms"] and rep["draw_on_writer_thread_ms"]["n"] == len(truth)
     f = rep["stages_ms"]["frame"]["p50_ms"]
     assert rep["stages_ms"]["overhead"]["p50_ms"] < f  # inference is part of the frame time
     assert rep["rss"]["peak_mb"] >= rep["rss"]["start_mb"] - 1 > 0  # statm and ru_maxrss round differently
     assert r == rep
+
+
+def test_image_outputs_get_the_overlays_drawn_in_the_loop(digit_video, model_dir, tmp_path):
+    """An image folder shows the loop's own frame, so the loop draws (a 'draw' stage) and the video beside it
+    gets the drawn frame as it is; without overlays (--no-draw) the saved frames are the input's."""
+    video, truth = digit_video
+    cap = cv2.VideoCapture(str(video))
+    first = cap.read()[1]
+    cap.release()
+    saved = {}
+    for draw in (True, False):
+        out = tmp_path / f"draw_{draw}"
+        rep = run_camera(CameraConfig(input=str(video), output=[str(out / "frames"), str(out / "v.avi")],
+                                      classifier=str(model_dir), threads=1, max_frames=3, draw=draw))
+        assert ("draw" in rep["stages_ms"]) == draw and "draw_on_writer_thread_ms" not in rep
+        assert _frames(out / "v.avi") == 3
+        saved[draw] = cv2.imread(str(out / "frames" / "frame_000000.jpg")).astype(int)
+    assert np.abs(saved[False] - first).mean() < 3  # jpeg round trip of the input frame
+    assert np.abs(saved[True] - first).mean() > 10  # the box, label and HUD panel
 
 
 def test_dying_source_still_finalises_video_and_report(model_dir, tmp_path):

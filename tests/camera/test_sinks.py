@@ -170,3 +170,24 @@ def test_jsonl_sink_writes_compact_lines_atomically(tmp_path):
     assert not (tmp_path / "r.jsonl").exists()
     sink.close()
     assert (tmp_path / "r.jsonl").read_text() == '{"frame":0,"objects":[{"box":[1.5,2.0,3.0,4.0],"label":"3"}]}\n'
+
+
+def test_overlay_is_drawn_on_the_encoder_thread_onto_the_copy_only(recording, tmp_path):
+    drawn_on: list[str] = []
+
+    def overlay(img):  # what the loop hands over: draws in place
+        drawn_on.append(threading.current_thread().name)
+        img[2:6, 3:9] = (0, 255, 0)
+
+    sink = VideoSink(str(tmp_path / "v.mp4"), 10, queue=2)
+    frames = [_frame(i) for i in range(6)]
+    for i, f in enumerate(frames):
+        sink.write(f, {}, overlay if i % 2 == 0 else None)  # odd frames: no overlay
+    sink.close()
+    assert all(np.array_equal(f, _frame(i)) for i, f in enumerate(frames))  # the caller's frames untouched
+    assert drawn_on == ["edgekit-video-writer"] * 3 and len(sink.draw_ns) == 3
+    for i, got in enumerate(recording[0].frames):
+        want = _frame(i)
+        if i % 2 == 0:
+            want[2:6, 3:9] = (0, 255, 0)
+        assert np.array_equal(got, want)
