@@ -15,10 +15,11 @@ runs, exports whose manifest entry exists), so an interrupted demo continues. `-
 (a smoke run of the mechanics, a minute or two; its accuracy means nothing)."""
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,8 @@ class DemoPlan:
     train_images: int = 400
     val_images: int = 100
     video_frames: int = 300
-    crop_images: int = 1000
+    crop_images: int = 1500
+    crops: int = 2  # classifier crops per pasted digit, each around its own jittered box
     cls_epochs: int = 0  # 0 = the recipe's
     det_epochs: int = 2  # a short schedule: `edgekit train detect` defaults to 4 (mAP50 >= 0.9 in 10 minutes)
     det_imgsz: int = 320
@@ -58,7 +60,7 @@ class DemoPlan:
 
 
 FULL = DemoPlan()
-QUICK = DemoPlan(train_images=48, val_images=16, video_frames=20, crop_images=100, cls_epochs=2, det_epochs=1,
+QUICK = DemoPlan(train_images=48, val_images=16, video_frames=20, crop_images=100, crops=1, cls_epochs=2, det_epochs=1,
                  det_imgsz=160, calib_images=16, eval_images=8, det_eval_images=8, bench_iters=5,
                  det_bench_iters=5, bench_warmup=1,
                  backends="torch,onnxrt", precisions="fp32,int8")
@@ -144,9 +146,18 @@ def _data(out: Path, plan: DemoPlan) -> Path:
     from edgekit.data.digits_detect import DigitsDetectConfig, write_digits_detect
 
     data = out / "data" / "digits-detect"
-    write_digits_detect(DigitsDetectConfig(out=str(data), train=plan.train_images, val=plan.val_images,
-                                           imgsz=plan.det_imgsz, video_frames=plan.video_frames,
-                                           crop_images=plan.crop_images))
+    cfg = DigitsDetectConfig(out=str(data), train=plan.train_images, val=plan.val_images, imgsz=plan.det_imgsz,
+                             video_frames=plan.video_frames, crop_images=plan.crop_images, crops=plan.crops)
+    try:
+        built = json.loads((data / "edgekit.json").read_text()).get("settings")
+    except (OSError, ValueError):
+        built = None
+    if built is not None and built != cfg.settings():  # an older demo's data: rebuilt, and its models retrained
+        log.info("[demo] %s was built with other settings (an earlier edgekit): rebuilding it and retraining "
+                 "the models in %s", data, out / "models")
+        shutil.rmtree(out / "models", ignore_errors=True)
+        cfg = replace(cfg, force=True)
+    write_digits_detect(cfg)
     return data
 
 
@@ -256,7 +267,6 @@ def _bench(model_dir: Path, folder: Path, plan: DemoPlan, eval_images: int, iter
 def _camera(det_dir: Path, cls_dir: Path, data: Path, report: Path) -> dict:
     """`edgekit camera` in its own process, as it runs on the device: its memory is the loop's alone (this
     process trained with torch), and the loop never imports torch."""
-    import json
     import subprocess
     import sys
 

