@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 FLOOR_MS = 2.0
 VARIANTS = ("bare", "jsonl", "video", "video+draw")
-DEFAULTS = {
-    "video": "runs/bench_detect_train/data/video/digits.mp4",
-    "detector": "runs/bench_detect_train/model_yolov8s_packaged",
-    "classifier": "runs/demo/models/mnist_mobilenet_v2",
+DEFAULTS = {  # what `make demo` leaves: its test video and its two models
+    "video": "runs/demo/data/digits-detect/video/digits.mp4",
+    "detector": "runs/demo/models/digit_detector",
+    "classifier": "runs/demo/models/digit_classifier",
 }
 
 

@@ -32,9 +32,9 @@ HEAVY = ("torch", "torchvision", "ultralytics", "tensorrt", "tinygrad")
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--video", default="runs/bench_detect_train/data/video/digits.mp4",
+    p.add_argument("--video", default="runs/demo/data/digits-detect/video/digits.mp4",  # what make demo leaves
                    help="input video (default: %(default)s)")
-    p.add_argument("--detector", default="runs/bench_detect_train/model_yolov8s_packaged",
+    p.add_argument("--detector", default="runs/demo/models/digit_detector",
                    help="YOLO model directory with an onnxrt artifact (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=3, help="rounds, each one process per side (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for both, and edgekit's runner threads")

@@ -235,6 +235,12 @@ def cmd_camera(args: argparse.Namespace) -> int:
           f"reconnects {r['capture']['reconnects']}; RSS peak {r['rss']['peak_mb']:.0f} MB")
     if "accuracy" in r:
         print(accuracy_line(r["accuracy"]))
+    if "same_as" in r:
+        m = r["same_as"]
+        print(f"results {'the same as' if m['same'] else 'DIFFERENT from'} {m['file']}: {m['frames']} frames, "
+              f"{m['objects']} objects, {m['differing_frames']} differing, smallest box IoU {m['min_iou']}"
+              + (f"; first difference: frame {m['first_difference']['frame']}, {m['first_difference']['why']}"
+                 if m["first_difference"] else ""))
     return 0
 
 

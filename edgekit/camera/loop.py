@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgekit.camera.accuracy import digit_accuracy, load_truth
+from edgekit.camera.accuracy import digit_accuracy, load_truth, read_jsonl, same_results
 from edgekit.camera.pipeline import Pipeline
 from edgekit.camera.sinks import Sink, open_sink
 from edgekit.camera.sources import CaptureOptions, FrameSource
@@ -53,6 +53,7 @@ class CameraConfig:
     report: str = ""  # JSON report path; empty: none
     threads: int = 0  # CPU threads per runner; 0 = the runtime's default
     truth: str = ""  # ground truth per frame (digits-detect's video/digits.jsonl): digit accuracy in the report
+    same_as: str = ""  # another run's results .jsonl (say, another backend's): whether this run's are the same
 
 
 def open_runner(model_dir: str, backend: str, precision: str, device: str, threads: int):
@@ -85,7 +86,9 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
         raise EdgekitError("no input: pass a camera URI, a video file or an image folder")
     outputs = [o for o in cfg.output if not (cfg.headless and o.startswith("display://"))]
     truth = load_truth(cfg.truth) if cfg.truth else None  # read first: a wrong path fails before the models load
-    results: list[dict[str, Any]] = []  # per-frame records, kept only to score them against the truth
+    reference = read_jsonl(cfg.same_as, "--same-as results") if cfg.same_as else None
+    keep = truth is not None or reference is not None
+    results: list[dict[str, Any]] = []  # per-frame records, kept only to score them (truth, another run)
     opts = capture_options or CaptureOptions(width=cfg.width, height=cfg.height, fps=cfg.fps, flip=cfg.flip,
                                              loop=cfg.loop)
     runners = []
@@ -136,7 +139,7 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
                 record = {"frame": frames, "objects": objects}
                 for s in sinks:
                     s.write(frame, record, overlay if s.draws_later else None)
-            if truth is not None:
+            if keep:
                 results.append(record)
             frame_ns = time.perf_counter_ns() - t_frame
             timer.add("frame", frame_ns)
@@ -168,6 +171,10 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
             result["draw_on_writer_thread_ms"] = LatencyStats.from_ns(drawn_later).as_dict()
         if truth is not None:
             result["accuracy"] = digit_accuracy(results, truth)
+        if reference is not None:  # over the frames this run processed (a run cut short compares its part)
+            done = {r["frame"] for r in results}
+            result["same_as"] = {"file": cfg.same_as, **same_results(results, [r for r in reference
+                                                                              if int(r["frame"]) in done])}
         if cfg.report:
             atomic_write_json(cfg.report, result)
     return result

@@ -144,3 +144,24 @@ def test_cli_prints_accuracy_and_a_bad_truth_path_fails_before_the_models_load(v
     assert main(["camera", str(video), "--classifier", str(tmp_path / "no_model"), "--truth",
                  str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl does not exist" in capsys.readouterr().err
+
+
+def test_same_as_compares_a_run_with_another_backends_results(video_and_truth, model_dir, tmp_path, capsys):
+    """--same-as: the tinygrad backend's run gives the same results as ONNX Runtime's on the same video; a
+    reference changed in one frame is reported as different, at that frame."""
+    video, _ = video_and_truth
+    ort = tmp_path / "ort.jsonl"
+    run_camera(CameraConfig(input=str(video), output=[str(ort)], classifier=str(model_dir), threads=1))
+    assert main(["camera", str(video), "--classifier", str(model_dir), "--cls-backend", "tinygrad", "--same-as",
+                 str(ort), "--headless", "--report", str(tmp_path / "tg.json")]) == 0
+    assert "results the same as" in capsys.readouterr().out
+    m = json.loads((tmp_path / "tg.json").read_text())["same_as"]
+    assert m["same"] and m["frames"] == 12 and m["objects"] == 12 and m["differing_frames"] == 0
+    rows = [json.loads(line) for line in ort.read_text().splitlines()]
+    rows[7]["objects"][0]["label"] = "9"
+    changed = tmp_path / "changed.jsonl"
+    changed.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = run_camera(CameraConfig(input=str(video), classifier=str(model_dir), threads=1, same_as=str(changed),
+                                max_frames=10))
+    assert not r["same_as"]["same"] and r["same_as"]["frames"] == 10  # only the frames this run processed
+    assert r["same_as"]["differing_frames"] == 1 and r["same_as"]["first_difference"]["frame"] == 7
