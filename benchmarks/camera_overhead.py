@@ -7,9 +7,10 @@ The real loop (edgekit.camera.loop.run_camera, headless, a video file read in or
 and a classifier run on each detection, both on ONNX Runtime (CPU, --threads each). Per frame the loop
 reports (its `on_frame` hook) the end-to-end frame time (decode excluded, reported apart as `capture`) and
 each model's inference time as its runner measured it (around session.run only); overhead = frame -
-inference: pre/post-processing, cropping, runner bookkeeping, drawing, sinks. Variants, interleaved in
-rounds on the same video: `bare` (no outputs: no drawing, no writing), `jsonl` (results file),
-`video` (mp4 + jsonl, no overlays), `video+draw` (mp4 + jsonl with overlays: the usual run). The first
+inference: pre/post-processing, cropping, runner bookkeeping, sinks (and drawing, where an output needs it
+in the loop). Variants, interleaved in rounds on the same video: `bare` (no outputs: no drawing, no
+writing), `jsonl` (results file), `video` (mp4 + jsonl, no overlays), `video+draw` (mp4 + jsonl with
+overlays, drawn on the video writer's thread: the usual run). The first
 --warmup frames of every run are dropped. The floor (issue #6): overhead <= 2 ms median at 640x480.
 """
 from __future__ import annotations

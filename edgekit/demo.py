@@ -60,8 +60,8 @@ class DemoPlan:
 
 
 FULL = DemoPlan()
-QUICK = DemoPlan(train_images=48, val_images=16, video_frames=20, crop_images=100, crops=1, cls_epochs=2, det_epochs=1,
-                 det_imgsz=160, calib_images=16, eval_images=8, det_eval_images=8, bench_iters=5,
+QUICK = DemoPlan(train_images=48, val_images=16, video_frames=20, crop_images=100, crops=1, cls_epochs=2,
+                 det_epochs=1, det_imgsz=160, calib_images=16, eval_images=8, det_eval_images=8, bench_iters=5,
                  det_bench_iters=5, bench_warmup=1,
                  backends="torch,onnxrt", precisions="fp32,int8")
 
@@ -143,15 +143,12 @@ def run_demo(out: str | Path, *, quick: bool = False) -> int:
 # ---- the stages ----------------------------------------------------------------------------------------
 
 def _data(out: Path, plan: DemoPlan) -> Path:
-    from edgekit.data.digits_detect import DigitsDetectConfig, write_digits_detect
+    from edgekit.data.digits_detect import DigitsDetectConfig, built_meta, write_digits_detect
 
     data = out / "data" / "digits-detect"
     cfg = DigitsDetectConfig(out=str(data), train=plan.train_images, val=plan.val_images, imgsz=plan.det_imgsz,
                              video_frames=plan.video_frames, crop_images=plan.crop_images, crops=plan.crops)
-    try:
-        built = json.loads((data / "edgekit.json").read_text()).get("settings")
-    except (OSError, ValueError):
-        built = None
+    built = built_meta(data).get("settings")
     if built is not None and built != cfg.settings():  # an older demo's data: rebuilt, and its models retrained
         log.info("[demo] %s was built with other settings (an earlier edgekit): rebuilding it and retraining "
                  "the models in %s", data, out / "models")

@@ -295,13 +295,20 @@ def write_crops(folder: Path, stem: str, img: np.ndarray, objects: list[tuple[in
 
 # ---- the builder -------------------------------------------------------------------------------------
 
+def built_meta(out: Path) -> dict:
+    """The summary (settings, counts) of a complete digits-detect folder; {} when out is not one."""
+    if not (out / DONE).exists():
+        return {}
+    return json.loads((out / "edgekit.json").read_text())
+
+
 def write_digits_detect(cfg: DigitsDetectConfig) -> dict:
     """Build (or find complete) the dataset; returns its summary (also in out/edgekit.json)."""
     cfg.validate()
     out = Path(cfg.out)
     marker = out / DONE
     if marker.exists() and not cfg.force:
-        meta = json.loads((out / "edgekit.json").read_text())
+        meta = built_meta(out)
         if meta.get("settings") == cfg.settings():
             return meta
         raise EdgekitError(f"{out} holds a digits-detect set built with other settings: pass --force to rebuild it "
