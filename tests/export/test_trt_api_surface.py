@@ -1,0 +1,182 @@
+"""Every TensorRT attribute, enum member, method, argument count and override edgekit uses, checked against
+the REAL Python bindings of JetPack 6's TensorRT 10.3, the newest 10.x and the newest 11.x (no GPU needed:
+tests/trt_bindings.py imports each wheel against a stub of the native libraries), and the precision path
+edgekit picks per version (weak typing + builder flags + INT8 calibrator before 10.12, strong typing from
+10.12, no weak typing on 11) checked to use only what that version has."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from trt_bindings import VERSIONS, Surface, Unavailable, load_surface
+from trt_usage import Use, file_uses, trt_uses
+
+from edgekit.errors import EdgekitError
+from edgekit.export.trt_plan import fit_to_platform, plan_build
+
+ROOT = Path(__file__).resolve().parents[2]
+# The files the TensorRT path runs through; any other file that writes `trt.<name>` is found and walked too.
+TRT_FILES = ("edgekit/export/trt.py", "edgekit/export/trt_build.py", "edgekit/export/trt_plan.py",
+             "edgekit/export/trt_cache.py", "edgekit/export/calibrator_trt.py", "edgekit/runners/trt.py",
+             "edgekit/platform.py", "benchmarks/gpu_trt_check.py")
+JETPACK6, NEWEST_10, NEWEST_11 = VERSIONS
+_SURFACES: dict[str, Surface | str] = {}
+
+
+def surface_of(version: str) -> Surface:
+    """One real TensorRT version's bindings surface (downloaded and stub-imported once, then cached);
+    skips, with the reason, where the registry is unreachable, no wheel fits, or there is no C compiler."""
+    if version not in _SURFACES:
+        try:
+            _SURFACES[version] = load_surface(version)
+        except Unavailable as e:
+            _SURFACES[version] = str(e)
+    got = _SURFACES[version]
+    if isinstance(got, str):
+        pytest.skip(got)
+    return got
+
+
+@pytest.fixture(scope="session", params=VERSIONS)
+def surface(request) -> Surface:
+    return surface_of(request.param)
+
+
+def trt_files() -> list[Path]:
+    found = {p for d in ("edgekit", "benchmarks", "scripts") for p in (ROOT / d).rglob("*.py")
+             if re.search(r"\btrt\.[A-Za-z_]", p.read_text())}
+    return sorted(found | {ROOT / f for f in TRT_FILES})
+
+
+def edgekit_uses(surface: Surface) -> list[Use]:
+    return [u for p in trt_files() for u in file_uses(p, ROOT, surface)]
+
+
+def weak_typing_allowed(version: str) -> bool:
+    """Whether edgekit would ever build weakly typed (flags, calibrators) with this TensorRT."""
+    try:
+        plan_build(version, "fp16", "weak")
+    except EdgekitError:
+        return False
+    return True
+
+
+def failures(uses: list[Use], version: str) -> list[Use]:
+    weak_ok = weak_typing_allowed(version)
+    return [u for u in uses if u.problem and not u.optional and (weak_ok or not u.weak)]
+
+
+# ---- the real bindings -----------------------------------------------------------------------------
+def test_the_real_bindings_import_against_the_stub(surface):
+    assert surface.version in VERSIONS  # trt.__version__ of the imported module
+    for cls in ("Builder", "IBuilderConfig", "OnnxParser", "Runtime", "ICudaEngine", "IExecutionContext", "ILogger"):
+        assert surface.has_class(cls), cls
+    assert "execute_async_v3" in surface.data["classes"]["IExecutionContext"]["members"]
+
+
+# ---- edgekit against each version -------------------------------------------------------------------
+def test_edgekit_uses_only_what_each_tensorrt_version_has(surface):
+    uses = edgekit_uses(surface)
+    bad = failures(uses, surface.version)
+    assert not bad, f"TensorRT {surface.version}:\n" + "\n".join(map(str, bad))
+
+
+def test_the_walk_reaches_instances_overrides_and_call_sites(surface):
+    """Not blind: methods of objects TensorRT returns, properties written, overrides of TensorRT's
+    virtuals and parameters typed from call sites are all among the checked uses."""
+    seen = {(u.owner, u.name, u.what) for u in edgekit_uses(surface)}
+    expected = {("Builder", "create_network", "call"), ("OnnxParser", "parse_from_file", "call"),
+                ("ParserError", "desc", "call"), ("IBuilderConfig", "set_timing_cache", "call"),
+                ("IBuilderConfig", "DLA_core", "set"), ("INetworkDefinition", "get_layer", "call"),  # _use_dla's params
+                ("ITimingCache", "serialize", "call"), ("ILogger", "log", "override"),
+                ("ICudaEngine", "get_tensor_profile_shape", "call"), ("IExecutionContext", "execute_async_v3", "call"),
+                ("Runtime", "DLA_core", "set"), ("", "nptype", "call")}
+    if surface.has_class("IInt8EntropyCalibrator2"):
+        expected |= {("IInt8EntropyCalibrator2", "get_batch", "override"),
+                     ("IInt8EntropyCalibrator2", "write_calibration_cache", "override")}
+    assert expected <= seen, sorted(expected - seen)
+
+
+def test_every_computed_lookup_is_the_builder_flags_the_plan_test_covers(surface):
+    dynamic = {(u.where.split(":")[0], u.owner) for u in edgekit_uses(surface) if u.what == "dynamic"}
+    assert dynamic == {("edgekit/export/trt_build.py", "BuilderFlag")}
+
+
+# ---- the path edgekit picks per version ---------------------------------------------------------------
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_the_plan_per_version_uses_only_what_it_has(surface, precision):
+    v = surface.version
+    plan = plan_build(v, precision)
+    strong = tuple(int(x) for x in v.split(".")[:2]) >= (10, 12)
+    assert plan.typing == ("strong" if strong else "weak")
+    flags = surface.enum("BuilderFlag")
+    if plan.typing == "strong":
+        assert "STRONGLY_TYPED" in surface.enum("NetworkDefinitionCreationFlag")
+        assert not plan.flags and not plan.calibrate and plan.onnx_precision == precision
+    else:  # 10.3: the FP32 ONNX + builder flags, and an entropy calibrator for INT8
+        assert plan.onnx_precision == "fp32" and plan.calibrate == (precision == "int8")
+        for fast16 in (True, False):
+            for fast8 in (True, False):
+                fitted = fit_to_platform(plan, fast16, fast8)
+                assert set(fitted.flags) <= set(flags), (fitted, flags)
+        if plan.calibrate:
+            assert surface.member("IBuilderConfig", "int8_calibrator")["writable"]
+            assert surface.member("", "IInt8EntropyCalibrator2")["kind"] == "class"
+    for asked in ("fp16", "int8"):  # --typing weak: allowed on 10.x (deprecated from 10.12), refused on 11
+        if weak_typing_allowed(v):
+            assert set(plan_build(v, asked, "weak").flags) <= set(flags)
+
+
+def test_tensorrt_11_really_removed_the_weak_path_and_edgekit_refuses_it():
+    s = surface_of(NEWEST_11)
+    assert not {"FP16", "INT8"} & set(s.enum("BuilderFlag"))
+    assert not s.has_class("IInt8EntropyCalibrator2") and s.member("IBuilderConfig", "int8_calibrator") is None
+    with pytest.raises(EdgekitError, match="--typing strong"):
+        plan_build(s.version, "int8", "weak")
+    weak_gaps = [u for u in edgekit_uses(s) if u.problem and u.weak]
+    assert weak_gaps, "the weak-path code would run on 11 if edgekit allowed it: it must be refused"
+
+
+# ---- the checker fails when it should (crafted code against the real surfaces) --------------------------
+def problems(code: str, surface: Surface) -> list[str]:
+    return [f"{u.owner}.{u.name}: {u.problem}" for u in trt_uses(code, "snippet.py", surface)
+            if u.problem and not u.optional]
+
+
+def test_a_made_up_member_fails_on_every_version(surface):
+    assert problems("def f(trt):\n    return trt.BuilderFlag.NOT_A_FLAG\n", surface)
+    assert problems("def f(trt):\n    return trt.NoSuchBuilder\n", surface)
+
+
+def test_a_member_removed_in_11_fails_there_only(surface):
+    code = "def f(trt, logger):\n    c = trt.Builder(logger).create_builder_config()\n    c.set_flag(trt.BuilderFlag.FP16)\n"
+    assert bool(problems(code, surface)) == surface.version.startswith("11.")
+
+
+@pytest.mark.parametrize("code", [
+    "def f(trt, logger):\n    trt.Builder(logger).create_network(0, 1)\n",  # one argument too many
+    "def f(trt):\n    trt.Runtime()\n",  # constructor needs the logger
+    "def f(trt, logger):\n    c = trt.Builder(logger).create_builder_config()\n    c.set_timing_cache(c, ignore=False)\n",
+    "def f(trt, logger):\n    e = trt.Runtime(logger).deserialize_cuda_engine(b'')\n"
+    "    e.create_execution_context().execute_async_v3()\n",  # the stream handle is missing
+    "def f(trt, logger):\n    trt.Builder(logger).num_DLA_cores = 2\n",  # read-only property
+    "def f(trt, logger):\n    helper(trt.Builder(logger).create_builder_config())\n"
+    "def helper(config):\n    config.set_flagz(1)\n",  # typed from its call site
+    "def f(trt):\n    class Log(trt.ILogger):\n        def log(self, msg):\n            pass\n",
+], ids=["too-many-args", "ctor-args", "keyword", "method-of-returned-object", "read-only", "call-site",
+        "override-arity"])
+def test_wrong_calls_fail(surface, code):
+    assert problems(code, surface), code
+
+
+def test_guarded_and_weak_path_uses_are_told_apart(surface):
+    code = ("def f(trt, config, plan):\n"
+            "    if hasattr(trt.BuilderFlag, 'NEWER_FLAG'):\n        config.set_flag(trt.BuilderFlag.NEWER_FLAG)\n"
+            "    if plan.typing == 'weak':\n        trt.BuilderFlag.ONLY_WEAK\n")
+    uses = trt_uses(code, "snippet.py", surface)
+    newer = [u for u in uses if u.name == "NEWER_FLAG"]
+    weak = [u for u in uses if u.name == "ONLY_WEAK"]
+    assert newer and all(u.optional for u in newer)
+    assert weak and all(u.weak and u.problem for u in weak)
+    assert failures(weak, JETPACK6) and not failures(weak, NEWEST_11)
