@@ -6,6 +6,7 @@ The module itself is the class "" (its functions, classes and values). M is one 
   {"kind": "method", "static": bool, "sigs": [SIG, ...]}   (one SIG per pybind overload)
   {"kind": "property", "writable": bool, "type": "DataType" | null}
   {"kind": "class", "type": qualname}     {"kind": "value", "type": qualname | null}
+and every class member has "deprecated": bool (the docs' [DEPRECATED] marks).
 SIG = {"params": [{"name", "default": bool, "kind": "pos"|"kwonly"|"varargs"|"varkw"}], "returns": str | null}
 Signatures come from pybind's __doc__ (first lines) or inspect for the package's Python functions."""
 from __future__ import annotations
@@ -104,6 +105,30 @@ def describe(owner, name: str, obj, trt, is_module: bool) -> dict:
     return {"kind": "value", "type": qualname(obj, trt)}
 
 
+def deprecated_names(doc: str | None) -> set[str]:
+    """Members a class's doc marks [DEPRECATED]: `:ivar name: ...` entries (properties) and `  NAME : ...`
+    entries (enum values). A mark inside parentheses is about something else (WORKSPACE's doc mentions
+    the deprecated IAlgorithmSelector)."""
+    entries: dict[str, str] = {}
+    name = None
+    for line in (doc or "").splitlines():
+        m = re.match(r"^\s*:ivar (\w+):(.*)", line) or re.match(r"^  (\w+) :(.*)", line)
+        if m:
+            name = m.group(1)
+            entries[name] = m.group(2)
+        elif re.match(r"^\s*:\w+", line):
+            name = None
+        elif name:
+            entries[name] += " " + line.strip()
+    out = set()
+    for name, text in entries.items():
+        while re.search(r"\([^()]*\)", text):
+            text = re.sub(r"\([^()]*\)", "", text)
+        if "[DEPRECATED]" in text:
+            out.add(name)
+    return out
+
+
 def dump_class(cls, key: str, trt, out: dict) -> None:
     if key in out:
         return
@@ -111,6 +136,7 @@ def dump_class(cls, key: str, trt, out: dict) -> None:
     entry = {"bases": [b.__qualname__ for b in cls.__mro__[1:] if (b.__module__ or "").startswith(trt.__name__)],
              "enum": sorted(enum) if isinstance(enum, dict) else None, "members": {}}
     out[key] = entry
+    deprecated = deprecated_names(cls.__doc__)
     for name in dir(cls):
         if name.startswith("__") and name not in KEEP_DUNDERS:
             continue
@@ -122,6 +148,8 @@ def dump_class(cls, key: str, trt, out: dict) -> None:
         except AttributeError:
             continue
         entry["members"][name] = describe(cls, name, obj, trt, False)
+        doc = getattr(obj, "__doc__", None) if entry["members"][name]["kind"] == "method" else None
+        entry["members"][name]["deprecated"] = name in deprecated or "[DEPRECATED]" in (doc or "")
         if isinstance(obj, type) and qualname(obj, trt):
             dump_class(obj, obj.__qualname__, trt, out)
 

@@ -49,10 +49,12 @@ class Use:
     weak: bool = False
     optional: bool = False
     problem: str | None = None
+    deprecated: bool = False  # the version's docs mark it [DEPRECATED]
 
     def __str__(self) -> str:
         owner = f"trt.{self.owner}" if self.owner else "trt"
-        flags = "".join([" [weak path]" if self.weak else "", " [optional]" if self.optional else ""])
+        flags = "".join([" [weak path]" if self.weak else "", " [optional]" if self.optional else "",
+                         " [deprecated]" if self.deprecated else ""])
         return f"{self.where}: {owner}.{self.name} ({self.what}){flags}" + (f": {self.problem}" if self.problem else "")
 
 
@@ -119,6 +121,7 @@ class Walker:
         if m and what == "set" and not (m["kind"] == "property" and m["writable"]):
             problem = f"{label}.{name} is not a writable property in TensorRT {self.s.version}"
         self.use(node, owner, name, what, ctx, optional=optional, problem=problem)
+        self.uses[-1].deprecated = bool(m and m.get("deprecated"))
         if m is None:
             return None, None
         if m["kind"] == "class":

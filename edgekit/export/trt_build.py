@@ -13,7 +13,7 @@ from typing import Any
 
 from edgekit.errors import EdgekitError
 from edgekit.export.trt_cache import EngineEnv
-from edgekit.export.trt_plan import BuildPlan, fit_to_platform, is_dynamic
+from edgekit.export.trt_plan import BuildPlan, fit_to_platform, is_dynamic, network_flags
 from edgekit.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -131,8 +131,8 @@ def build_engine(trt: Any, onnx_path: Path, plan: BuildPlan, shapes: dict[str, d
                  calibrator: Any = None, calib_batch: int = 0) -> BuildResult:
     logger = make_logger(trt)
     builder = trt.Builder(logger)
-    strong = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(strong if plan.typing == "strong" else 0)
+    network = builder.create_network(sum(1 << int(getattr(trt.NetworkDefinitionCreationFlag, f))
+                                         for f in network_flags(trt.__version__, plan.typing)))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         raise EdgekitError(format_parser_errors(onnx_path, _parser_errors(parser), trt.__version__))

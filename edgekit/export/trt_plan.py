@@ -15,6 +15,7 @@ from edgekit.manifest import PRECISIONS
 
 TYPINGS = ("auto", "weak", "strong")
 WEAK_TYPING_DEPRECATED = (10, 12)  # weak typing deprecated here, removed in 11
+ALWAYS_STRONG = (11,)  # every network is strongly typed: the STRONGLY_TYPED flag is deprecated (ignored)
 DEFAULT_DYNAMIC_MAX_BATCH = 8
 
 
@@ -54,6 +55,14 @@ def plan_build(trt_version: str, precision: str, typing: str = "auto") -> BuildP
         return BuildPlan(precision, "strong", onnx_precision=precision)
     flags = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8", "FP16")}[precision]  # INT8: FP16 for the rest
     return BuildPlan(precision, "weak", onnx_precision="fp32", flags=flags, calibrate=precision == "int8")
+
+
+def network_flags(trt_version: str, typing: str) -> tuple[str, ...]:
+    """trt.NetworkDefinitionCreationFlag names for create_network. Not STRONGLY_TYPED on 11+: it is
+    deprecated there, so it is the next name to be removed, and looking it up would then fail every build."""
+    if typing != "strong" or parse_version(trt_version)[:1] >= ALWAYS_STRONG:
+        return ()
+    return ("STRONGLY_TYPED",)
 
 
 def fit_to_platform(plan: BuildPlan, fast_fp16: bool, fast_int8: bool) -> BuildPlan:

@@ -13,7 +13,7 @@ from trt_bindings import VERSIONS, Surface, Unavailable, load_surface
 from trt_usage import Use, file_uses, trt_uses
 
 from edgekit.errors import EdgekitError
-from edgekit.export.trt_plan import fit_to_platform, plan_build
+from edgekit.export.trt_plan import fit_to_platform, network_flags, plan_build
 
 ROOT = Path(__file__).resolve().parents[2]
 # The files the TensorRT path runs through; any other file that writes `trt.<name>` is found and walked too.
@@ -82,6 +82,13 @@ def test_edgekit_uses_only_what_each_tensorrt_version_has(surface):
     assert not bad, f"TensorRT {surface.version}:\n" + "\n".join(map(str, bad))
 
 
+def test_nothing_outside_the_weak_path_is_deprecated(surface):
+    """A deprecated member is the next one removed, and the docs say which. The weak path (builder
+    precision flags, INT8 calibrators) is itself the deprecated way, kept for JetPack 6's 10.3."""
+    dep = [u for u in edgekit_uses(surface) if u.deprecated and not u.weak and not u.optional]
+    assert not dep, f"TensorRT {surface.version} marks these [DEPRECATED]:\n" + "\n".join(map(str, dep))
+
+
 def test_the_walk_reaches_instances_overrides_and_call_sites(surface):
     """Not blind: methods of objects TensorRT returns, properties written, overrides of TensorRT's
     virtuals and parameters typed from call sites are all among the checked uses."""
@@ -98,9 +105,10 @@ def test_the_walk_reaches_instances_overrides_and_call_sites(surface):
     assert expected <= seen, sorted(expected - seen)
 
 
-def test_every_computed_lookup_is_the_builder_flags_the_plan_test_covers(surface):
+def test_every_computed_lookup_is_a_flag_name_the_plan_test_covers(surface):
     dynamic = {(u.where.split(":")[0], u.owner) for u in edgekit_uses(surface) if u.what == "dynamic"}
-    assert dynamic == {("edgekit/export/trt_build.py", "BuilderFlag")}
+    assert dynamic == {("edgekit/export/trt_build.py", "BuilderFlag"),
+                       ("edgekit/export/trt_build.py", "NetworkDefinitionCreationFlag")}
 
 
 # ---- the path edgekit picks per version ---------------------------------------------------------------
@@ -111,8 +119,11 @@ def test_the_plan_per_version_uses_only_what_it_has(surface, precision):
     strong = tuple(int(x) for x in v.split(".")[:2]) >= (10, 12)
     assert plan.typing == ("strong" if strong else "weak")
     flags = surface.enum("BuilderFlag")
+    net = network_flags(v, plan.typing)
+    assert set(net) <= set(surface.enum("NetworkDefinitionCreationFlag"))
+    assert not any(surface.member("NetworkDefinitionCreationFlag", f)["deprecated"] for f in net), net
     if plan.typing == "strong":
-        assert "STRONGLY_TYPED" in surface.enum("NetworkDefinitionCreationFlag")
+        assert net == (() if v.startswith("11.") else ("STRONGLY_TYPED",))  # 11: always strongly typed
         assert not plan.flags and not plan.calibrate and plan.onnx_precision == precision
     else:  # 10.3: the FP32 ONNX + builder flags, and an entropy calibrator for INT8
         assert plan.onnx_precision == "fp32" and plan.calibrate == (precision == "int8")
@@ -136,6 +147,11 @@ def test_tensorrt_11_really_removed_the_weak_path_and_edgekit_refuses_it():
         plan_build(s.version, "int8", "weak")
     weak_gaps = [u for u in edgekit_uses(s) if u.problem and u.weak]
     assert weak_gaps, "the weak-path code would run on 11 if edgekit allowed it: it must be refused"
+
+
+def test_network_flags_per_version():
+    assert network_flags("10.3.0", "strong") == network_flags("10.16.1.11", "strong") == ("STRONGLY_TYPED",)
+    assert network_flags("10.3.0", "weak") == network_flags("11.0.0", "strong") == network_flags("12.1", "strong") == ()
 
 
 # ---- the checker fails when it should (crafted code against the real surfaces) --------------------------
