@@ -9,6 +9,7 @@ module, the stub and the dumped surface, so only the first run needs the registr
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -59,6 +60,8 @@ def download_wheel(version: str, dest: Path) -> Path:
     missing = dest.parent / "no-wheel.txt"  # a recent failure: skip without asking the registry again
     if missing.exists() and time.time() - missing.stat().st_mtime < RETRY_MISSING_DAYS * 86400:
         raise Unavailable(missing.read_text())
+    if importlib.util.find_spec("pip") is None:  # not a registry problem: fail rather than skip
+        raise RuntimeError(f"{sys.executable} has no pip to download the TensorRT bindings with")
     errors: list[str] = []
     answered: list[bool] = []
     for package in PACKAGES:
@@ -130,30 +133,37 @@ def build_stub(sonames: list[str], dest: Path) -> Path:
     return dest
 
 
-def dump_surface(module_dir: Path, stub_dir: Path) -> dict[str, Any]:
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(module_dir), "LD_LIBRARY_PATH": str(stub_dir),
-           "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    r = subprocess.run([sys.executable, str(DUMPER)], capture_output=True, text=True, env=env, timeout=300)
-    if r.returncode != 0:
-        raise RuntimeError(f"importing the TensorRT bindings in {module_dir} against the stub failed:\n{r.stderr}")
-    return json.loads(r.stdout)
-
-
-def load_surface(version: str) -> Surface:
-    """The real bindings' surface of `version` (cached; raises Unavailable with the reason to skip)."""
+def prepare(version: str) -> tuple[Path, Path]:
+    """(folder holding tensorrt_bindings, folder holding the stub libraries) for `version`, cached."""
     root = cache_root() / platform_tag() / version
     root.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256(DUMPER.read_bytes() + sys.version.encode()).hexdigest()[:12]
-    cached = root / f"surface-{key}.json"
-    if cached.exists():
-        return Surface(json.loads(cached.read_text()))
     module_dir = unpack(download_wheel(version, root / "wheel"), root / "module")
     so = next((module_dir / "tensorrt_bindings").glob("tensorrt*.so"), None)
     if so is None:
         raise RuntimeError(f"{module_dir}: the wheel has no tensorrt_bindings/tensorrt*.so")
     sonames = needed_libraries(so)
-    stub = build_stub(sonames, cache_root() / platform_tag() / ("stub-" + "-".join(sonames)))
-    data = dump_surface(module_dir, stub)
+    return module_dir, build_stub(sonames, cache_root() / platform_tag() / ("stub-" + "-".join(sonames)))
+
+
+def run_with_bindings(version: str, args: list[str], *, extra_path: list[Path] = ()) -> subprocess.CompletedProcess:
+    """`python ARGS` with that version's real bindings importable as `tensorrt_bindings` (and `extra_path`)."""
+    module_dir, stub_dir = prepare(version)
+    env = {"PATH": os.environ.get("PATH", ""), "LD_LIBRARY_PATH": str(stub_dir), "PYTHONNOUSERSITE": "1",
+           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": os.pathsep.join(map(str, [module_dir, *extra_path])),
+           "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def load_surface(version: str) -> Surface:
+    """The real bindings' surface of `version` (cached; raises Unavailable with the reason to skip)."""
+    key = hashlib.sha256(DUMPER.read_bytes() + sys.version.encode()).hexdigest()[:12]
+    cached = cache_root() / platform_tag() / version / f"surface-{key}.json"
+    if cached.exists():
+        return Surface(json.loads(cached.read_text()))
+    r = run_with_bindings(version, [str(DUMPER)])
+    if r.returncode != 0:
+        raise RuntimeError(f"importing the TensorRT {version} bindings against the stub failed:\n{r.stderr}")
+    data = json.loads(r.stdout)
     tmp = cached.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data))
     os.replace(tmp, cached)

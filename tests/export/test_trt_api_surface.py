@@ -5,11 +5,12 @@ edgekit picks per version (weak typing + builder flags + INT8 calibrator before 
 10.12, no weak typing on 11) checked to use only what that version has."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
-from trt_bindings import VERSIONS, Surface, Unavailable, load_surface
+from trt_bindings import VERSIONS, Surface, Unavailable, load_surface, run_with_bindings
 from trt_usage import Use, file_uses, trt_uses
 
 from edgekit.errors import EdgekitError
@@ -73,6 +74,28 @@ def test_the_real_bindings_import_against_the_stub(surface):
     for cls in ("Builder", "IBuilderConfig", "OnnxParser", "Runtime", "ICudaEngine", "IExecutionContext", "ILogger"):
         assert surface.has_class(cls), cls
     assert "execute_async_v3" in surface.data["classes"]["IExecutionContext"]["members"]
+
+
+def test_edgekit_objects_work_with_the_real_bindings(surface, tmp_path):
+    """edgekit's ILogger and calibrator subclasses made and called through the real pybind trampolines;
+    trt.nptype on every DataType raises only TypeError (what the runner catches) where numpy has none."""
+    script = Path(__file__).resolve().parents[1] / "trt_real_objects.py"
+    r = run_with_bindings(surface.version, [str(script), str(tmp_path)], extra_path=[ROOT])
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.splitlines()[-1])
+    assert out["version"] == surface.version and out["import_tensorrt"]
+    assert out["logger"] == {"is_ilogger": True, "errors": ["boom"]}
+    assert out["builder"] == "TypeError"  # the stub has no engine: nothing here can build
+    if weak_typing_allowed(surface.version):
+        assert out["calibrator"] == {"is_calibrator": True, "batch_size": 1, "batches": [[True], [True], None],
+                                     "copied": [True, True], "seen": 4, "cache_before": None,
+                                     "cache_after": "table", "freed": True}
+    else:
+        assert "calibrator" not in out
+    nptype = out["nptype"]
+    assert {k: nptype[k] for k in ("FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8")} == {
+        "FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "BOOL": "bool", "UINT8": "uint8"}
+    assert nptype["BF16"] == "TypeError"
 
 
 # ---- edgekit against each version -------------------------------------------------------------------
