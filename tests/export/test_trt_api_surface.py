@@ -50,8 +50,13 @@ def trt_files() -> list[Path]:
     return sorted(found | {ROOT / f for f in TRT_FILES})
 
 
+_USES: dict[str, list[Use]] = {}
+
+
 def edgekit_uses(surface: Surface) -> list[Use]:
-    return [u for p in trt_files() for u in file_uses(p, ROOT, surface)]
+    if surface.version not in _USES:
+        _USES[surface.version] = [u for p in trt_files() for u in file_uses(p, ROOT, surface)]
+    return _USES[surface.version]
 
 
 def weak_typing_allowed(version: str) -> bool:
