@@ -116,7 +116,7 @@ def build_stub(sonames: list[str], dest: Path) -> Path:
     """One shared library with the nine functions (each returns 0/NULL), copied under each soname."""
     if all((dest / n).exists() for n in sonames):
         return dest
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    cc = shutil.which(os.environ.get("CC") or "cc") or shutil.which("gcc") or shutil.which("clang")
     if not cc:
         raise Unavailable("no C compiler (cc, gcc or clang) to build the stub of TensorRT's native libraries")
     dest.mkdir(parents=True, exist_ok=True)
