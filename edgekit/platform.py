@@ -103,7 +103,7 @@ def libraries() -> dict[str, Any]:
         if version(d):
             ort = {"version": version(d), "package": d}
             break
-    trt = version("tensorrt") or version("tensorrt-cu12") or version("tensorrt-libs")
+    trt = version("tensorrt") or version("tensorrt-cu12") or version("tensorrt-cu13") or version("tensorrt-libs")
     if trt is None and module_present("tensorrt"):
         trt = "present (no pip metadata: JetPack)"
     return {

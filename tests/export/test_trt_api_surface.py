@@ -177,6 +177,15 @@ def test_tensorrt_11_really_removed_the_weak_path_and_edgekit_refuses_it():
     assert weak_gaps, "the weak-path code would run on 11 if edgekit allowed it: it must be refused"
 
 
+@pytest.mark.parametrize("dist", ["tensorrt", "tensorrt-cu12", "tensorrt-cu13"])
+def test_platform_reports_tensorrt_from_each_wheel_family(monkeypatch, dist):
+    """`pip install tensorrt-cu13` (TensorRT 11 for CUDA 13) has no `tensorrt` distribution either."""
+    import edgekit.platform as platform
+
+    monkeypatch.setattr(platform, "version", lambda d: NEWEST_11 if d == dist else None)
+    assert platform.libraries()["tensorrt"] == NEWEST_11
+
+
 def test_network_flags_per_version():
     assert network_flags("10.3.0", "strong") == network_flags("10.16.1.11", "strong") == ("STRONGLY_TYPED",)
     assert network_flags("10.3.0", "weak") == network_flags("11.0.0", "strong") == network_flags("12.1", "strong") == ()
