@@ -99,8 +99,8 @@ def describe(owner, name: str, obj, trt, is_module: bool) -> dict:
         static = isinstance(raw, (staticmethod, classmethod))
     if isinstance(obj, type):
         return {"kind": "class", "type": qualname(obj, trt)}
-    if callable(obj) and (inspect.isroutine(obj) or type(obj).__name__ in ("instancemethod", "builtin_function_or_method")):
-        sigs = parse_doc_sigs(name, getattr(obj, "__doc__", None)) if not inspect.isfunction(obj) else python_sigs(obj)
+    if inspect.isroutine(obj) or type(obj).__name__ == "instancemethod":  # pybind methods are instancemethods
+        sigs = python_sigs(obj) if inspect.isfunction(obj) else parse_doc_sigs(name, getattr(obj, "__doc__", None))
         return {"kind": "method", "static": static or is_module, "sigs": sigs}
     return {"kind": "value", "type": qualname(obj, trt)}
 

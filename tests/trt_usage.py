@@ -1,9 +1,10 @@
 """Which TensorRT API edgekit's code uses, checked against one version's real surface (tests/trt_bindings).
 
-An AST walk with a little type inference: `trt` (a parameter of that name, or `import_tensorrt()`) is the
-module; `trt.Builder(logger)` is a Builder; a method's result has the type its pybind signature returns
-(`builder.create_network()` -> INetworkDefinition); `self.x = ...` types carry across a class's methods;
-a module function's parameters take the types of its call sites (`_use_dla(trt, builder, config, ...)`).
+An AST walk with a little type inference: `trt` (a parameter of that name, `import_tensorrt()`, or
+`import tensorrt as trt`) is the module; `trt.Builder(logger)` is a Builder; a method's result has the type
+its pybind signature returns (`builder.create_network()` -> INetworkDefinition); `self.x = ...` types carry
+across a class's methods; a function's parameters take the types of its call sites (`_use_dla(trt,
+builder, config, ...)`).
 Each access is a Use: attribute read, property write, call (argument count and keyword names against
 every overload), subclass override (`def get_batch(self, names)` against the base's virtual), or a probe.
 
@@ -153,6 +154,10 @@ class Walker:
             value = self.ev(st.value, scope, ctx) if st.value is not None else None
             for target in (st.targets if isinstance(st, ast.Assign) else [st.target]):
                 self.assign(target, st.value, value, scope, ctx)
+        elif isinstance(st, ast.Import):
+            for alias in st.names:
+                if alias.name in ("tensorrt", "tensorrt_bindings"):
+                    scope[alias.asname or alias.name] = T("module")
         elif isinstance(st, ast.If):
             self.ev(st.test, scope, ctx)
             guarded = ctx.guarded | self.hasattr_guards(st.test, scope)

@@ -200,17 +200,20 @@ def problems(code: str, surface: Surface) -> list[str]:
 def test_a_made_up_member_fails_on_every_version(surface):
     assert problems("def f(trt):\n    return trt.BuilderFlag.NOT_A_FLAG\n", surface)
     assert problems("def f(trt):\n    return trt.NoSuchBuilder\n", surface)
+    assert problems("import tensorrt as t\nt.Runtime(None).no_such_method()\n", surface)
 
 
 def test_a_member_removed_in_11_fails_there_only(surface):
-    code = "def f(trt, logger):\n    c = trt.Builder(logger).create_builder_config()\n    c.set_flag(trt.BuilderFlag.FP16)\n"
+    code = ("def f(trt, logger):\n    c = trt.Builder(logger).create_builder_config()\n"
+            "    c.set_flag(trt.BuilderFlag.FP16)\n")
     assert bool(problems(code, surface)) == surface.version.startswith("11.")
 
 
 @pytest.mark.parametrize("code", [
     "def f(trt, logger):\n    trt.Builder(logger).create_network(0, 1)\n",  # one argument too many
     "def f(trt):\n    trt.Runtime()\n",  # constructor needs the logger
-    "def f(trt, logger):\n    c = trt.Builder(logger).create_builder_config()\n    c.set_timing_cache(c, ignore=False)\n",
+    "def f(trt, logger):\n    c = trt.Builder(logger).create_builder_config()\n"
+    "    c.set_timing_cache(c, ignore=False)\n",  # no such keyword
     "def f(trt, logger):\n    e = trt.Runtime(logger).deserialize_cuda_engine(b'')\n"
     "    e.create_execution_context().execute_async_v3()\n",  # the stream handle is missing
     "def f(trt, logger):\n    trt.Builder(logger).num_DLA_cores = 2\n",  # read-only property
