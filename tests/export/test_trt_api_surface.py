@@ -131,6 +131,11 @@ def test_the_walk_reaches_instances_overrides_and_call_sites(surface):
         expected |= {("IInt8EntropyCalibrator2", "get_batch", "override"),
                      ("IInt8EntropyCalibrator2", "write_calibration_cache", "override")}
     assert expected <= seen, sorted(expected - seen)
+    for u in edgekit_uses(surface):  # every call is checked against a parsed signature, none waved through
+        m = surface.member(u.owner, u.name) if u.what in ("call", "override") else None
+        if m is not None:
+            init = surface.member(u.name, "__init__") if m["kind"] == "class" else m
+            assert init and init["sigs"], str(u)
 
 
 def test_every_computed_lookup_is_a_flag_name_the_plan_test_covers(surface):
