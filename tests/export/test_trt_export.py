@@ -376,3 +376,40 @@ def test_feed_batch_follows_the_input_and_the_runners_limit(model_dir):
                 return limit
 
         assert feed_batch(Dynamic(), "input") == want
+
+
+# ---- the timing cache file ---------------------------------------------------------------------------
+class BuilderConfig:
+    """IBuilderConfig's timing-cache calls as TensorRT answers them: create_timing_cache returns None for
+    bytes it cannot parse, and set_timing_cache refuses None with pybind's TypeError."""
+
+    def __init__(self) -> None:
+        self.caches: list[bytes] = []
+        self.set: object = None
+
+    def create_timing_cache(self, data: bytes):
+        if data and not data.startswith(b"TRTC"):
+            return None
+        self.caches.append(bytes(data))
+        return f"cache #{len(self.caches)}"
+
+    def set_timing_cache(self, cache, ignore_mismatch: bool) -> bool:
+        if cache is None:
+            raise TypeError("set_timing_cache(): incompatible function arguments")
+        self.set = cache
+        return True
+
+
+def test_a_corrupt_timing_cache_is_rebuilt_with_a_warning(tmp_path, caplog):
+    from edgekit.export.trt_build import _load_timing_cache
+
+    path = tmp_path / "trt.cache"
+    path.write_bytes(b"\x00garbage, a truncated write")
+    config = BuilderConfig()
+    with caplog.at_level("WARNING"):
+        cache = _load_timing_cache(config, path)
+    assert cache == config.set == "cache #1" and config.caches == [b""]  # a new, empty cache
+    assert "unreadable (corrupt or truncated)" in caplog.text
+    path.write_bytes(b"TRTC good")
+    assert _load_timing_cache(BuilderConfig(), path) == "cache #1"
+    assert _load_timing_cache(BuilderConfig(), None) is None
