@@ -95,6 +95,15 @@ class CudaPythonApi:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
         self._call("cudaMemcpyAsync", host.ctypes.data, dptr, host.nbytes, kind, stream)
 
+    def dtod_async(self, dst: int, src: int, nbytes: int, stream: Any) -> None:
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+        self._call("cudaMemcpyAsync", dst, src, nbytes, kind, stream)
+
+    def mem_info(self) -> tuple[int, int]:
+        """(free, total) bytes of the current device."""
+        free, total = self._call("cudaMemGetInfo")
+        return int(free), int(total)
+
     def stream_create(self) -> Any:
         return self._call("cudaStreamCreateWithFlags", self.rt.cudaStreamNonBlocking)
 
@@ -205,6 +214,13 @@ class PyCudaApi:
 
     def dtoh_async(self, host: np.ndarray, dptr: int, stream: Any) -> None:
         self.drv.memcpy_dtoh_async(host, dptr, stream)
+
+    def dtod_async(self, dst: int, src: int, nbytes: int, stream: Any) -> None:
+        self.drv.memcpy_dtod_async(dst, src, nbytes, stream)
+
+    def mem_info(self) -> tuple[int, int]:
+        free, total = self.drv.mem_get_info()
+        return int(free), int(total)
 
     def stream_create(self) -> Any:
         return self.drv.Stream()
