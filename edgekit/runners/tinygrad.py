@@ -2,6 +2,12 @@
 on the CPU (kernels compiled with clang) or CUDA. Shapes are fixed; load() does the warm-up, so infer() is
 always the captured JIT.
 
+On CUDA, tinygrad runs in a CUDA context of its own and makes it current on every launch; every call into
+tinygrad here restores the caller's current context afterwards (edgekit.runners.cuda_context), so a TensorRT
+runner on the same thread keeps working in the primary context. Inputs: tinygrad's own copies ('copy', the
+default on discrete GPUs, needing no other CUDA binding) or zero-copy buffers ('mapped' / 'managed' from
+edgekit.runners.cuda_memory over cuda-python or pycuda, the default on Jetson when one is installed).
+
 Two caches under one per-user directory (~/.cache/edgekit/tinygrad; option cache_dir or EDGEKIT_TINYGRAD_CACHE):
 `cache.db` is tinygrad's own (compiled kernels by source, BEAM results by kernel), and `jit/<key>.pkl` is
 the captured JIT (kernels chosen, compiled, memory planned, weights included), keyed by the ONNX file's

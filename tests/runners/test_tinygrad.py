@@ -407,10 +407,9 @@ def test_memory_auto_on_a_discrete_gpu_needs_no_cuda_binding(small_onnx, monkeyp
     from edgekit.runners import cuda_memory as cm
     from edgekit.runners.cuda_api import DeviceInfo
 
-    def no_binding(prefer="auto"):
-        raise EdgekitError("no CUDA Python binding found")
-
-    monkeypatch.setattr(cm, "load_cuda_api", no_binding)
+    monkeypatch.setattr(cm, "_API", {})
+    for mod in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart", "pycuda", "pycuda.driver"):
+        monkeypatch.setitem(sys.modules, mod, None)  # neither binding installed
 
     class Driver:  # tinygrad's libcuda binding, answering as the GPU would
         def __init__(self, integrated):
