@@ -45,13 +45,14 @@ REQUIREMENTS = {
     "cuda.bindings": ("cuda-python (or cuda-bindings)", "cuda_memory_*, cuda_context, tinygrad mapped/managed"),
 }
 OFFLINE = """Offline install from wheel files (same Python version and CPU architecture on both machines):
-  on a machine with internet:
+  on a machine with internet (pip resolves the dependencies: tinygrad has none):
     python3 -m pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \\
-        -d wheels tinygrad==0.14.0 cuda-bindings cuda-pathfinder
-    (Jetson: --platform manylinux2014_aarch64 --python-version 3.10; cuda-python must match the CUDA major
-     version: 'cuda-python<13' on JetPack 6; pure-Python wheels such as tinygrad fit any platform)
+        -d wheels tinygrad==0.14.0 cuda-bindings
   copy `wheels/` over, then on the GPU machine:
-    python3 -m pip install --no-index --find-links wheels tinygrad cuda-bindings
+    python3 -m pip install --no-index --find-links wheels tinygrad==0.14.0 cuda-bindings
+  tinygrad and cuda-bindings 13 need Python >= 3.11. Jetson (JetPack 6: Python 3.10, CUDA 12): use
+  --platform manylinux2014_aarch64 --python-version 3.10 and 'cuda-python<13'; the tinygrad checks are
+  skipped there unless a Python >= 3.11 runs this script.
 tinygrad compiles CUDA kernels with NVRTC: a CUDA toolkit's libnvrtc, or the nvidia-cuda-nvrtc wheel that a
 CUDA build of torch already installed (this script points tinygrad at it: NVRTC_PATH)."""
 
