@@ -1,163 +1,126 @@
 #!/usr/bin/env python3
-"""The prepared GPU check: one run on an NVIDIA machine with PyTorch + CUDA (x86_64 or Jetson), no internet.
+"""The prepared GPU check: one call on any machine with an NVIDIA GPU (a datacenter card or a Jetson), no
+internet, from the repository root, without installing edgekit:
 
-    python benchmarks/gpu_check.py OUT_DIR [--model-dir DIR] [--iters 200]
+    PYTHONPATH=. python3 benchmarks/gpu_check.py OUT_DIR [--iters 100] [--budget-s 420] [--model-dir DIR]
+    python3 benchmarks/gpu_check.py --requirements      # what it needs beyond the base install, and how
 
-It builds a small classifier (resnet18 at 64 px, random weights, exported to ONNX) unless --model-dir is
-given, then checks, each against a CPU reference on the same inputs:
-  1. the torch runner on CUDA at fp32 and fp16,
-  2. the tinygrad runner on CUDA (DEV=CUDA), with tinygrad's own copy and with zero-copy mapped/managed inputs,
-  3. the CUDA memory module: mapped, managed and device buffers through a write -> GPU -> read round trip
-     (16 MiB each; never more managed memory than the card has free),
-and prints a latency table last. Results go to OUT_DIR/gpu_check.json. Missing pieces are reported as
-skipped, never fatal; the script should finish in well under 8 minutes.
+Every check is independent (one failing never stops the others), compares against the CPU on the same
+inputs, and is either ok, FAILED (with the error) or skipped (with the reason, e.g. a package missing):
+  reference_cpu          the model file: ONNX Runtime CPU == torch CPU (the reference for the rest)
+  torch_cuda_fp32/fp16   torch on CUDA
+  tinygrad_cuda_<mode>   edgekit's tinygrad runner on CUDA: copy (tinygrad's own copies), mapped and
+                         managed (zero-copy inputs from edgekit.runners.cuda_memory), auto (what it picks)
+  cuda_memory_<mode>     edgekit.runners.cuda_memory buffers (mapped, managed, device): host write -> GPU
+                         copy out -> GPU copy back in -> host read, and a tinygrad kernel reading the buffer
+                         in place; managed memory is never larger than an eighth of the free memory
+  cuda_context           tinygrad vs cuda-python's primary context (the one TensorRT uses): tinygrad
+                         leaves its own context current; edgekit's runner restores the caller's
+  onnxrt_cuda            ONNX Runtime's CUDA execution provider, when this onnxruntime has it
+The model is a small CNN written as ONNX by benchmarks/gpu_check_model.py (no onnx / torchvision needed),
+or the model directory given with --model-dir. Results: OUT_DIR/gpu_check.json (with the machine facts);
+a table is printed last. Checks still waiting when --budget-s has passed are skipped, so the whole run
+stays under 8 minutes.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
-import time
 import traceback
 from pathlib import Path
 
-import numpy as np
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]  # run from anywhere, edgekit not installed
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gpu_check_parts import Checks, has_module as _has, run_all  # noqa: E402  (after the path)
 
-
-def build_model_dir(root: Path) -> Path:
-    import torch
-
-    from edgekit.export.onnx import OnnxExportConfig, onnx_from_torch
-    from edgekit.manifest import InputSpec, Manifest, TensorSpec
-    from edgekit.train.models import build_model
-
-    torch.manual_seed(0)
-    model, _ = build_model("resnet18", 10, "none")
-    d = root / "resnet18_64"
-    d.mkdir(parents=True)
-    torch.save(model.state_dict(), d / "model.pt")
-    m = Manifest(name="gpu_check", task="classify", labels=[str(i) for i in range(10)],
-                 input=InputSpec("input", [1, 3, 64, 64]), outputs=[TensorSpec("logits", [1, 10])],
-                 source={"arch": "resnet18"})
-    m.save(d)
-    m.add_artifact("torch", "model.pt", "fp32")
-    m.save(d)
-    onnx_from_torch(d, OnnxExportConfig(parity_images=0))
-    return d
+# Python packages beyond numpy + pyyaml (edgekit's base): module -> (pip name, what needs it)
+REQUIREMENTS = {
+    "onnxruntime": ("onnxruntime", "the CPU reference and onnxrt_cuda (onnxruntime-gpu for the CUDA EP)"),
+    "torch": ("torch", "torch_cuda_* and reference_cpu (a CUDA build of torch)"),
+    "tinygrad": ("tinygrad==0.14.0", "tinygrad_cuda_*, the tinygrad kernel of cuda_memory_*, cuda_context"),
+    "cuda.bindings": ("cuda-python (or cuda-bindings)", "cuda_memory_*, cuda_context, tinygrad mapped/managed"),
+}
+OFFLINE = """Offline install from wheel files (same Python version and CPU architecture on both machines):
+  on a machine with internet (pip resolves the dependencies: tinygrad has none):
+    python3 -m pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \\
+        -d wheels tinygrad==0.14.0 cuda-bindings
+  copy `wheels/` over, then on the GPU machine:
+    python3 -m pip install --no-index --find-links wheels tinygrad==0.14.0 cuda-bindings
+  tinygrad and cuda-bindings 13 need Python >= 3.11. Jetson (JetPack 6: Python 3.10, CUDA 12): use
+  --platform manylinux2014_aarch64 --python-version 3.10 and 'cuda-python<13'; the tinygrad checks are
+  skipped there unless a Python >= 3.11 runs this script.
+tinygrad compiles CUDA kernels with NVRTC: a CUDA toolkit's libnvrtc, or the nvidia-cuda-nvrtc wheel that a
+CUDA build of torch already installed (this script points tinygrad at it: NVRTC_PATH)."""
 
 
-def parity(ref: np.ndarray, got: np.ndarray) -> dict:
-    from edgekit.compare import compare_logits
-
-    return compare_logits(ref, got)
-
-
-def timed(runner, x, iters) -> dict:
-    from edgekit.profile.bench import time_runner
-
-    return time_runner(runner, {"input": x}, warmup=20, iters=iters).as_dict()
+def requirements_text() -> str:
+    lines = ["Python packages the GPU check uses beyond numpy + pyyaml (a missing one skips its checks):"]
+    for mod, (pip, why) in REQUIREMENTS.items():
+        state = "present" if _has(mod) else "MISSING"
+        lines.append(f"  {pip:32s} {state:8s} {why}")
+    return "\n".join(lines + ["", OFFLINE])
 
 
-def check(name: str, results: dict, fn) -> None:
-    t0 = time.perf_counter()
-    try:
-        results[name] = {"ok": True, **fn()}
-    except Exception as e:  # one failing check never hides the others
-        results[name] = {"ok": False, "error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-1500:]}
-    results[name]["seconds"] = round(time.perf_counter() - t0, 2)
-    print(f"[{'ok' if results[name]['ok'] else 'FAILED'}] {name} ({results[name]['seconds']} s)"
-          + ("" if results[name]["ok"] else f": {results[name]['error']}"), flush=True)
+def point_tinygrad_at_nvrtc() -> str | None:
+    """tinygrad looks for libnvrtc in the system paths only; a pip-installed CUDA (torch's nvidia-* wheels)
+    keeps it under site-packages/nvidia/. Use that one unless NVRTC_PATH is set."""
+    if os.environ.get("NVRTC_PATH"):
+        return os.environ["NVRTC_PATH"]
+    for entry in sys.path:
+        base = Path(entry or ".") / "nvidia"
+        if base.is_dir():
+            found = sorted(p for p in base.glob("**/lib/libnvrtc.so*") if "builtins" not in p.name)
+            if found:
+                os.environ["NVRTC_PATH"] = str(found[-1])
+                return str(found[-1])
+    return None
 
 
-def memory_round_trip(mode: str) -> dict:
-    from tinygrad import Tensor, dtypes
-
-    from edgekit.runners.cuda_memory import CudaBuffer, Stream, load_cuda_api
-
-    api = load_cuda_api()
-    n = 4 * 2**20  # float32 elements: 16 MiB
-    buf, out = CudaBuffer(api, mode, n * 4), CudaBuffer(api, "device", n * 4)
-    stream = Stream(api)
-    try:
-        src = buf.view((n,), np.float32)
-        src[:] = np.arange(n, dtype=np.float32)
-        buf.upload(stream)
-        stream.synchronize()
-        # the GPU reads the buffer (through its device pointer) and writes 2x into a device buffer
-        doubled = (Tensor.from_blob(buf.device, (n,), dtype=dtypes.float32, device="CUDA") * 2).realize()
-        got = doubled.numpy()
-        ok = bool(np.array_equal(got, 2 * np.arange(n, dtype=np.float32)))
-        return {"mode": mode, "bytes": n * 4, "round_trip_equal": ok}
-    finally:
-        buf.close()
-        out.close()
-        stream.close()
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out", nargs="?", help="folder for gpu_check.json")
+    p.add_argument("--requirements", action="store_true", help="list the packages it needs and how to install "
+                   "them offline, then exit")
+    p.add_argument("--iters", type=int, default=100, help="timed calls per check (default: %(default)s)")
+    p.add_argument("--budget-s", type=float, default=420, help="skip checks not started by then (default: %(default)s)")
+    p.add_argument("--model-dir", help="an edgekit model directory (model.onnx; model.pt for the torch checks)")
+    return p
 
 
-def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="edgekit-gpu-check-") as tmp:  # the built model never outlives the run
-        return run_checks(Path(tmp))
-
-
-def run_checks(tmp: Path) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", help="folder for gpu_check.json")
-    ap.add_argument("--model-dir", help="an edgekit model directory with model.pt and model.onnx")
-    ap.add_argument("--iters", type=int, default=200)
-    a = ap.parse_args()
-    out = Path(a.out)
+def main(args: argparse.Namespace) -> int:
+    if args.requirements:
+        print(requirements_text())
+        return 0
+    if not args.out:
+        print("gpu_check: give OUT_DIR (or --requirements)", file=sys.stderr)
+        return 2
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="edgekit-gpu-check-") as tmp:  # built files never outlive the run
+        checks = Checks(args.budget_s, {m: f"{pip} is not installed (needed for {why})"
+                                        for m, (pip, why) in REQUIREMENTS.items()})
+        nvrtc = point_tinygrad_at_nvrtc()
+        try:
+            facts = run_all(checks, args, Path(tmp))
+        except Exception as e:  # the model could not be made or read: still write what is known
+            facts = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-2000:]}
+            print(f"FAILED before the checks: {facts['error']}", flush=True)
     from edgekit.platform import machine_summary
-    from edgekit.runners import load_runner
 
-    results: dict = {"machine": machine_summary()}
-    model_dir = Path(a.model_dir) if a.model_dir else build_model_dir(tmp)
-    x = np.random.default_rng(0).standard_normal((16, 3, 64, 64)).astype(np.float32)
-    with load_runner(model_dir, "torch", device="cpu") as cpu:
-        ref = np.concatenate([cpu.infer({"input": x[i:i + 1]})["logits"] for i in range(len(x))])
-    with load_runner(model_dir, "onnxrt") as ort:
-        ort_ref = np.concatenate([ort.infer({"input": x[i:i + 1]})["logits"] for i in range(len(x))])
-    lat: dict = {}
+    result = {"script": "benchmarks/gpu_check.py", "argv": sys.argv[1:], "machine": machine_summary(),
+              "packages": {pip: _has(mod) for mod, (pip, _) in REQUIREMENTS.items()}, "nvrtc": nvrtc, **facts,
+              **checks.results, "latency_ms": checks.latency}
+    from edgekit.fileio import atomic_write_json
 
-    def torch_cuda(precision: str):
-        def run():
-            from edgekit.runners.torch import TorchRunner
-            from edgekit.manifest import Manifest
-
-            m = Manifest.load(model_dir)
-            with TorchRunner(model_dir / "model.pt", device="cuda", precision=precision, manifest=m) as r:
-                got = np.concatenate([r.infer({"input": x[i:i + 1]})["logits"] for i in range(len(x))])
-                lat[f"torch cuda {precision}"] = timed(r, x[:1], a.iters)
-            return {"parity_vs_cpu": parity(ref, got)}
-        return run
-
-    def tinygrad_cuda(memory: str):
-        def run():
-            with load_runner(model_dir, "tinygrad", device="cuda", memory=memory) as r:
-                got = np.concatenate([r.infer({"input": x[i:i + 1]})["logits"] for i in range(len(x))])
-                lat[f"tinygrad cuda {r.info['memory']}"] = timed(r, x[:1], a.iters)
-                return {"parity_vs_onnxrt_cpu": parity(ort_ref, got), "info": r.info}
-        return run
-
-    check("torch_cuda_fp32", results, torch_cuda("fp32"))
-    check("torch_cuda_fp16", results, torch_cuda("fp16"))
-    for memory in ("copy", "mapped", "managed"):
-        check(f"tinygrad_cuda_{memory}", results, tinygrad_cuda(memory))
-    for mode in ("mapped", "managed", "device"):
-        check(f"cuda_memory_{mode}", results, lambda mode=mode: memory_round_trip(mode))
-    with load_runner(model_dir, "onnxrt") as ort:
-        lat["onnxrt cpu fp32"] = timed(ort, x[:1], a.iters)
-    results["latency_ms"] = lat
-    (out / "gpu_check.json").write_text(json.dumps(results, indent=2, default=str))
-    print("\n| runner | p50 ms | p90 ms | p99 ms | n |\n|---|---|---|---|---|")
-    for k, v in lat.items():
-        print(f"| {k} | {v['p50_ms']:.3f} | {v['p90_ms']:.3f} | {v['p99_ms']:.3f} | {v['n']} |")
+    atomic_write_json(out / "gpu_check.json", json.loads(json.dumps(result, default=str)))
+    print("\n" + checks.table())
     print(f"\nresults: {out / 'gpu_check.json'}")
-    return 0 if all(r.get("ok") for k, r in results.items() if isinstance(r, dict) and "ok" in r) else 1
+    return 1 if "error" in facts or any(r["ok"] is False for r in checks.results.values()) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(get_args_parser().parse_args()))

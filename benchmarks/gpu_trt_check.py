@@ -40,10 +40,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _infer_all(runner, name: str, out: str, x: np.ndarray) -> np.ndarray:
-    spec = runner.inputs()[name]
-    x = x.astype(spec.dtype)
-    step = 1 if not spec.is_dynamic else 16
-    return np.concatenate([runner.infer({name: x[i:i + step]})[out].astype(np.float32) for i in range(0, len(x), step)])
+    from edgekit.runners.base import infer_in_batches
+
+    return infer_in_batches(runner, name, out, x)  # within a dynamic engine's profile (max batch 8 by default)
 
 
 def check(args: argparse.Namespace) -> dict:

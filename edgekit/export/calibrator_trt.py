@@ -97,28 +97,69 @@ def calibration_cache_path(model_dir: Path, batches: CalibrationBatches, onnx_sh
     return model_dir / f"calib_{onnx_sha256[:12]}_{batches.fingerprint()}.cache"
 
 
+class CalibrationFeed:
+    """What the calibrator does, without TensorRT: one device buffer the size of a batch, filled batch by
+    batch on its own stream. TensorRT calls get_batch from C++ and swallows an exception raised there: it
+    ends calibration as if the images had run out and builds from what it saw. So every error is caught
+    here, kept in `error`, and raise_if_failed() (called by the build) turns it into the build's error."""
+
+    def __init__(self, api: Any, batches: CalibrationBatches) -> None:
+        self.api, self.batches = api, batches
+        self._batches = iter(batches)
+        self._stream = api.stream_create()
+        self._dptr = api.device_alloc(batches.nbytes)
+        self.seen = 0
+        self.error: Exception | None = None
+
+    def next_batch(self) -> list[int] | None:
+        """The device pointer of the next batch, or None at the end (or after an error: see `error`)."""
+        if self.error is not None:
+            return None
+        try:
+            x = next(self._batches, None)
+            if x is None:
+                return None
+            self.api.htod_async(self._dptr, x, self._stream)
+            self.api.stream_sync(self._stream)
+        except Exception as e:  # anything: TensorRT would hide it and calibrate on a partial set
+            self.error = e
+            log.error("INT8 calibration failed after %d images: %s", self.seen, e)
+            return None
+        self.seen += len(x)
+        return [self._dptr]
+
+    def raise_if_failed(self) -> None:
+        if self.error is None:
+            return
+        e = self.error
+        detail = str(e) if isinstance(e, EdgekitError) else f"{type(e).__name__}: {e}"
+        raise EdgekitError(f"INT8 calibration failed after {self.seen} images, so nothing was built: {detail}") from e
+
+    def close(self) -> None:
+        if self._dptr:
+            self.api.device_free(self._dptr)
+            self.api.stream_destroy(self._stream)
+            self._dptr = 0
+
+
 def make_entropy_calibrator(trt: Any, api: Any, batches: CalibrationBatches, cache: Path) -> Any:
-    """A trt.IInt8EntropyCalibrator2 over `batches` (device memory from the CUDA adapter). Call close()."""
+    """A trt.IInt8EntropyCalibrator2 over `batches` (device memory from the CUDA adapter): a thin shell
+    around CalibrationFeed. Call raise_if_failed() after the build, then close()."""
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
-            self._batches = iter(batches)
-            self._stream = api.stream_create()
-            self._dptr = api.device_alloc(batches.nbytes)
-            self.seen = 0
+            self.feed = CalibrationFeed(api, batches)
+
+        @property
+        def seen(self) -> int:
+            return self.feed.seen
 
         def get_batch_size(self) -> int:
             return 1  # explicit-batch networks: the batch is in the calibration profile's shape
 
         def get_batch(self, names: list[str]) -> list[int] | None:
-            x = next(self._batches, None)
-            if x is None:
-                return None
-            api.htod_async(self._dptr, x, self._stream)
-            api.stream_sync(self._stream)
-            self.seen += len(x)
-            return [self._dptr]
+            return self.feed.next_batch()
 
         def read_calibration_cache(self) -> bytes | None:
             return cache.read_bytes() if cache.exists() else None
@@ -126,10 +167,10 @@ def make_entropy_calibrator(trt: Any, api: Any, batches: CalibrationBatches, cac
         def write_calibration_cache(self, data: Any) -> None:
             atomic_write_bytes(cache, bytes(data))
 
+        def raise_if_failed(self) -> None:
+            self.feed.raise_if_failed()
+
         def close(self) -> None:
-            if self._dptr:
-                api.device_free(self._dptr)
-                api.stream_destroy(self._stream)
-                self._dptr = 0
+            self.feed.close()
 
     return EntropyCalibrator()

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgekit.errors import EdgekitError, unknown_choice
 from edgekit.export.trt_cache import (EngineEnv, EngineKey, cached_engine, rebuild_command, timing_cache_path,
                                       write_sidecar)
@@ -188,6 +186,7 @@ def _check_against_onnxrt(manifest: Manifest, engine: Path, precision: str, cfg:
     """The new engine vs ONNX Runtime on the fp32 ONNX, on real held-out images; raises when it disagrees."""
     from edgekit.compare import compare_logits
     from edgekit.data.imagefolder import heldout_for
+    from edgekit.runners.base import infer_in_batches
     from edgekit.runners.onnxrt import OnnxrtRunner
     from edgekit.runners.trt import TrtRunner
     from edgekit.vision.preprocess import batch_classify
@@ -198,12 +197,8 @@ def _check_against_onnxrt(manifest: Manifest, engine: Path, precision: str, cfg:
     ref_path = manifest.artifact_path(manifest.find_artifact("onnxrt", "fp32"))
     with OnnxrtRunner(ref_path) as ref, TrtRunner(engine, device="cuda", check_engine=False,
                                                  dla_core=cfg.dla_core) as trt_runner:
-        step = 1 if not ref.inputs()[name].is_dynamic else 16
-        want = np.concatenate([ref.infer({name: x[i:i + step]})[out] for i in range(0, len(x), step)])
-        spec = trt_runner.inputs()[name]
-        xt, step = x.astype(spec.dtype), 1 if not spec.is_dynamic else 16  # an fp16 ONNX may take fp16
-        got = np.concatenate([trt_runner.infer({name: xt[i:i + step]})[out].astype(np.float32)
-                              for i in range(0, len(x), step)])
+        want = infer_in_batches(ref, name, out, x)
+        got = infer_in_batches(trt_runner, name, out, x)  # batches within the engine's profile; fp16 inputs cast
     r = compare_logits(want, got)
     need = MIN_AGREEMENT[precision]
     r.update(reference="onnxrt fp32", images=len(val), min_top1_agreement=need)

@@ -72,6 +72,11 @@ def make_logger(trt: Any) -> Any:
     return _LOGGER[0]
 
 
+def last_tensorrt_errors() -> str:
+    """The last errors TensorRT logged, once make_logger made the logger."""
+    return _LOGGER[0].last_errors() if _LOGGER else "no error message from TensorRT"
+
+
 def engine_env(trt: Any, api: Any, device: int = 0) -> EngineEnv:
     api.set_device(device)
     info, v = api.device_info(device), api.versions()
@@ -167,6 +172,8 @@ def build_engine(trt: Any, onnx_path: Path, plan: BuildPlan, shapes: dict[str, d
     t0 = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - t0
+    if built.calibrate and calibrator is not None:
+        calibrator.raise_if_failed()  # an error inside get_batch, which TensorRT swallowed
     if serialized is None:
         raise EdgekitError(f"TensorRT could not build {onnx_path.name} as {built.precision}: {logger.last_errors()}. "
                            "Try a larger --workspace-mb, another precision, or --dla-core -1")
@@ -197,6 +204,12 @@ def _load_timing_cache(config: Any, path: Path | None) -> Any:
         return None
     data = path.read_bytes() if path.exists() else b""
     cache = config.create_timing_cache(data)
+    if cache is None and data:  # a corrupt or truncated file: TensorRT logs an error and returns None
+        log.warning("timing cache %s is unreadable (corrupt or truncated); building a new one in its place", path)
+        cache = config.create_timing_cache(b"")
+    if cache is None:
+        raise EdgekitError(f"TensorRT could not create a timing cache ({last_tensorrt_errors()}); build without "
+                           "one: --timing-cache none")
     if not config.set_timing_cache(cache, ignore_mismatch=False):
         log.warning("timing cache %s is from another TensorRT or GPU; starting a new one", path)
         cache = config.create_timing_cache(b"")

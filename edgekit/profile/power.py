@@ -19,6 +19,12 @@ import time
 from pathlib import Path
 
 SYS = Path("/sys")
+# Rails that measure the module's whole input. Where none exists the total is the sum of all rails, as
+# jetson_stats does: the AGX Orin has VDD_GPU_SOC, VDD_CPU_CV, VIN_SYS_5V0 (the 5 V system rail only) and
+# VDDQ_VDD2_1V8AO, no VDD_IN; the AGX Xavier has GPU, CPU, SOC, CV, VDDRQ, SYS5V. (Orin NX / Orin Nano:
+# VDD_IN, VDD_CPU_GPU_CV, VDD_SOC; Nano, TX2: POM_5V_IN.)
+TOTAL_RAILS = ("VDD_IN", "POM_5V_IN")
+SUM_OF_RAILS = "sum of rails"
 _TEGRASTATS_RAIL = re.compile(r"\b((?:VDD|POM|VIN|VDDQ)_[A-Z0-9_]+) (\d+)(?:mW)?/(\d+)(?:mW)?")
 
 
@@ -77,7 +83,8 @@ def read_rails_mw(sys_root: Path = SYS) -> dict[str, float]:
 
 class PowerSampler:
     """`with PowerSampler() as p: work()` then `p.summary(calls)`: mean and peak mW per rail over the work,
-    and the energy per call of the total rail (VDD_IN, POM_5V_IN, ...) when `calls` is given."""
+    the total (the input rail VDD_IN / POM_5V_IN, else the sum of all rails: `total_rail`) and its energy
+    per call when `calls` is given."""
 
     def __init__(self, interval_s: float = 0.05, sys_root: Path = SYS) -> None:
         self.interval_s, self.sys_root = interval_s, sys_root
@@ -145,10 +152,15 @@ class PowerSampler:
         for r in rails:
             values = [s[r] for s in self.samples if r in s]
             out["rails_mw"][r] = {"mean": round(sum(values) / len(values), 1), "peak": round(max(values), 1)}
-        total = next((r for r in ("VDD_IN", "POM_5V_IN", "VIN_SYS_5V0") if r in out["rails_mw"]), None)
+        total = next((r for r in TOTAL_RAILS if r in out["rails_mw"]), None)
         if total:
             out["total_rail"] = total
             out["mean_mw"] = out["rails_mw"][total]["mean"]
-            if calls:
-                out["mj_per_call"] = round(out["mean_mw"] * self.seconds / calls, 3)
+        else:  # no input rail: every rail is a part of the module, so their sum is the total
+            sums = [sum(s.values()) for s in self.samples]
+            out["total_rail"], out["total_of"] = SUM_OF_RAILS, rails
+            out["mean_mw"] = round(sum(sums) / len(sums), 1)
+            out["peak_mw"] = round(max(sums), 1)
+        if calls:
+            out["mj_per_call"] = round(out["mean_mw"] * self.seconds / calls, 3)
         return out

@@ -96,6 +96,11 @@ class Runner(abc.ABC):
         self.infer_ns.append(self.last_infer_ns)
         return self._fetch(raw)
 
+    def max_batch(self, name: str) -> int | None:
+        """The largest batch input `name` accepts on a dynamic batch axis; None = no limit here (a TensorRT
+        engine's optimization profile sets one)."""
+        return None
+
     def check_feed(self, feed: Mapping[str, np.ndarray]) -> None:
         specs = self._inputs
         if feed.keys() != specs.keys():
@@ -141,3 +146,20 @@ class Runner(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.artifact)!r}, device={self.device!r}, precision={self.precision!r})"
+
+
+def feed_batch(runner: Runner, name: str, largest: int = 16) -> int:
+    """How many samples to feed `runner` at once: 1 for a fixed batch axis, else `largest`, but never more
+    than the runner accepts (a dynamic-batch TensorRT engine takes up to its profile's maximum, 8 by default)."""
+    if not runner.inputs()[name].is_dynamic:
+        return 1
+    limit = runner.max_batch(name)
+    return max(1, min(largest, limit)) if limit else largest
+
+
+def infer_in_batches(runner: Runner, name: str, output: str, x: np.ndarray, largest: int = 16) -> np.ndarray:
+    """`output` for every sample of `x` (cast to the input's dtype), fed in batches of feed_batch(), as float32."""
+    step = feed_batch(runner, name, largest)
+    x = x.astype(runner.inputs()[name].dtype, copy=False)
+    return np.concatenate([runner.infer({name: x[i:i + step]})[output].astype(np.float32)
+                           for i in range(0, len(x), step)])

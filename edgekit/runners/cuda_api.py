@@ -3,6 +3,7 @@ cuda-python (`cuda.bindings.runtime`, or the older `from cuda import cudart` lay
 cuda-python) or pycuda. Pointers are plain ints with both. Made by cuda_memory.load_cuda_api."""
 from __future__ import annotations
 
+import atexit
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -32,8 +33,19 @@ class CudaPythonApi:
 
     def __init__(self, rt: Any, layout: str) -> None:
         self.rt, self.layout = rt, layout
-        if not self._check(rt.cudaGetDeviceCount(), "cudaGetDeviceCount"):
+        if not self._call("cudaGetDeviceCount"):
             raise cuda_error(f"{layout} sees no CUDA device")
+
+    def _call(self, call: str, *args: Any) -> Any:
+        try:
+            result = getattr(self.rt, call)(*args)
+        except (RuntimeError, OSError) as e:
+            # the bindings load libcuda on their first call: without it (no driver, or a container started
+            # without the NVIDIA runtime) cuda-python 12.x raises RuntimeError("Failed to dlopen libcuda.so.1")
+            # and 13.x DynamicLibNotFoundError (a RuntimeError), instead of returning an error code
+            raise cuda_error(f"{self.layout}.{call} could not load the CUDA driver ({type(e).__name__}: "
+                             f"{str(e).strip()[:200]})") from None
+        return self._check(result, call)
 
     def _check(self, result: Any, call: str) -> Any:
         err, *values = result if isinstance(result, tuple) else (result,)
@@ -43,82 +55,93 @@ class CudaPythonApi:
         return values[0] if len(values) == 1 else values or None
 
     def set_device(self, device: int) -> None:
-        self._check(self.rt.cudaSetDevice(device), "cudaSetDevice")
+        self._call("cudaSetDevice", device)
 
     def device_info(self, device: int = 0) -> DeviceInfo:
-        p = self._check(self.rt.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+        p = self._call("cudaGetDeviceProperties", device)
         name = p.name.split(b"\0", 1)[0].decode() if isinstance(p.name, bytes) else str(p.name)
         return DeviceInfo(name, int(p.major), int(p.minor), bool(p.integrated), bool(p.canMapHostMemory),
                           bool(p.managedMemory))
 
     def versions(self) -> dict[str, str]:
-        return {"cuda_runtime": _fmt(self._check(self.rt.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")),
-                "cuda_driver": _fmt(self._check(self.rt.cudaDriverGetVersion(), "cudaDriverGetVersion"))}
+        return {"cuda_runtime": _fmt(self._call("cudaRuntimeGetVersion")),
+                "cuda_driver": _fmt(self._call("cudaDriverGetVersion"))}
 
     def host_alloc(self, nbytes: int, mapped: bool) -> int:
         # Portable: the pointer is valid in every CUDA context of the process (tinygrad makes its own).
         flags = (self.rt.cudaHostAllocMapped | self.rt.cudaHostAllocPortable) if mapped else self.rt.cudaHostAllocDefault
-        return int(self._check(self.rt.cudaHostAlloc(nbytes, flags), "cudaHostAlloc"))
+        return int(self._call("cudaHostAlloc", nbytes, flags))
 
     def host_device_pointer(self, host_ptr: int) -> int:
-        return int(self._check(self.rt.cudaHostGetDevicePointer(host_ptr, 0), "cudaHostGetDevicePointer"))
+        return int(self._call("cudaHostGetDevicePointer", host_ptr, 0))
 
     def host_free(self, ptr: int) -> None:
-        self._check(self.rt.cudaFreeHost(ptr), "cudaFreeHost")
+        self._call("cudaFreeHost", ptr)
 
     def managed_alloc(self, nbytes: int) -> int:
-        return int(self._check(self.rt.cudaMallocManaged(nbytes, self.rt.cudaMemAttachGlobal), "cudaMallocManaged"))
+        return int(self._call("cudaMallocManaged", nbytes, self.rt.cudaMemAttachGlobal))
 
     def device_alloc(self, nbytes: int) -> int:
-        return int(self._check(self.rt.cudaMalloc(nbytes), "cudaMalloc"))
+        return int(self._call("cudaMalloc", nbytes))
 
     def device_free(self, ptr: int) -> None:
-        self._check(self.rt.cudaFree(ptr), "cudaFree")
+        self._call("cudaFree", ptr)
 
     def htod_async(self, dptr: int, host: np.ndarray, stream: Any) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self._check(self.rt.cudaMemcpyAsync(dptr, host.ctypes.data, host.nbytes, kind, stream), "cudaMemcpyAsync")
+        self._call("cudaMemcpyAsync", dptr, host.ctypes.data, host.nbytes, kind, stream)
 
     def dtoh_async(self, host: np.ndarray, dptr: int, stream: Any) -> None:
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self._check(self.rt.cudaMemcpyAsync(host.ctypes.data, dptr, host.nbytes, kind, stream), "cudaMemcpyAsync")
+        self._call("cudaMemcpyAsync", host.ctypes.data, dptr, host.nbytes, kind, stream)
+
+    def dtod_async(self, dst: int, src: int, nbytes: int, stream: Any) -> None:
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+        self._call("cudaMemcpyAsync", dst, src, nbytes, kind, stream)
+
+    def mem_info(self) -> tuple[int, int]:
+        """(free, total) bytes of the current device."""
+        free, total = self._call("cudaMemGetInfo")
+        return int(free), int(total)
 
     def stream_create(self) -> Any:
-        return self._check(self.rt.cudaStreamCreateWithFlags(self.rt.cudaStreamNonBlocking), "cudaStreamCreate")
+        return self._call("cudaStreamCreateWithFlags", self.rt.cudaStreamNonBlocking)
 
     def stream_handle(self, stream: Any) -> int:
         return int(stream)
 
     def stream_sync(self, stream: Any) -> None:
-        self._check(self.rt.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+        self._call("cudaStreamSynchronize", stream)
 
     def stream_destroy(self, stream: Any) -> None:
-        self._check(self.rt.cudaStreamDestroy(stream), "cudaStreamDestroy")
+        self._call("cudaStreamDestroy", stream)
 
     def graph_capture(self, stream: Any, enqueue: Callable[[], None]) -> Any:
         mode = self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-        self._check(self.rt.cudaStreamBeginCapture(stream, mode), "cudaStreamBeginCapture")
+        self._call("cudaStreamBeginCapture", stream, mode)
         try:
             enqueue()
         finally:
-            graph = self._check(self.rt.cudaStreamEndCapture(stream), "cudaStreamEndCapture")
+            graph = self._call("cudaStreamEndCapture", stream)
         try:
-            return graph, self._check(self.rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+            return graph, self._call("cudaGraphInstantiate", graph, 0)
         except EdgekitError:
             self.rt.cudaGraphDestroy(graph)
             raise
 
     def graph_launch(self, graph: Any, stream: Any) -> None:
-        self._check(self.rt.cudaGraphLaunch(graph[1], stream), "cudaGraphLaunch")
+        self._call("cudaGraphLaunch", graph[1], stream)
 
     def graph_destroy(self, graph: Any) -> None:
-        self._check(self.rt.cudaGraphExecDestroy(graph[1]), "cudaGraphExecDestroy")
-        self._check(self.rt.cudaGraphDestroy(graph[0]), "cudaGraphDestroy")
+        self._call("cudaGraphExecDestroy", graph[1])
+        self._call("cudaGraphDestroy", graph[0])
 
 
 class PyCudaApi:
     """pycuda (driver API on the primary context, the one TensorRT uses). Allocations are pycuda objects,
-    kept here by address so the rest of edgekit sees plain pointers."""
+    kept here by address so the rest of edgekit sees plain pointers. The primary context is pushed once by
+    set_device and popped by close(), which also runs at exit: pycuda aborts the process at exit when its
+    context stack is not empty (as pycuda.autoprimaryctx does, pop it in an atexit hook)."""
 
     name = "pycuda"
     layout = "pycuda.driver"
@@ -138,6 +161,15 @@ class PyCudaApi:
         if self._ctx is None:
             self._ctx = self.drv.Device(device).retain_primary_context()
             self._ctx.push()
+            atexit.register(self.close)
+
+    def close(self) -> None:
+        """Pop the primary context pushed by set_device (again: a no-op)."""
+        if self._ctx is None:
+            return
+        ctx, self._ctx = self._ctx, None
+        atexit.unregister(self.close)
+        ctx.pop()
 
     def device_info(self, device: int = 0) -> DeviceInfo:
         d, a = self.drv.Device(device), self.drv.device_attribute
@@ -182,6 +214,13 @@ class PyCudaApi:
 
     def dtoh_async(self, host: np.ndarray, dptr: int, stream: Any) -> None:
         self.drv.memcpy_dtoh_async(host, dptr, stream)
+
+    def dtod_async(self, dst: int, src: int, nbytes: int, stream: Any) -> None:
+        self.drv.memcpy_dtod_async(dst, src, nbytes, stream)
+
+    def mem_info(self) -> tuple[int, int]:
+        free, total = self.drv.mem_get_info()
+        return int(free), int(total)
 
     def stream_create(self) -> Any:
         return self.drv.Stream()

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import logging
 from typing import Any, Callable
 
 import numpy as np
 
 from edgekit.errors import EdgekitError, unknown_choice
 from edgekit.runners.cuda_api import CudaPythonApi, DeviceInfo, PyCudaApi
+
+log = logging.getLogger(__name__)
 
 MEMORY_MODES = ("mapped", "managed", "device")
 CUDA_APIS = ("auto", "cuda-python", "pycuda")
@@ -60,14 +63,17 @@ _API: dict[str, Any] = {}
 
 
 def load_cuda_api(prefer: str | None = "auto") -> CudaPythonApi | PyCudaApi:
-    """The first CUDA binding that imports: cuda.bindings.runtime, the older `from cuda import cudart`,
-    then pycuda (or only the one asked for). Cached per process."""
+    """The first CUDA binding that imports and starts: cuda.bindings.runtime, the older `from cuda import
+    cudart`, then pycuda (or only the one asked for). With 'auto', cuda-python that imports but cannot reach
+    the driver falls back to pycuda; when neither starts, cuda-python's error (which names the fix) is
+    raised. Cached per process."""
     prefer = prefer or "auto"
     if prefer not in CUDA_APIS:
         raise unknown_choice("CUDA binding", prefer, CUDA_APIS)
     if prefer in _API:
         return _API[prefer]
-    tried = []
+    tried: list[str] = []
+    failed: EdgekitError | None = None
     if prefer in ("auto", "cuda-python"):
         for layout in ("cuda.bindings.runtime", "cuda.cudart"):  # the second is `from cuda import cudart`
             try:
@@ -75,16 +81,31 @@ def load_cuda_api(prefer: str | None = "auto") -> CudaPythonApi | PyCudaApi:
             except ImportError:
                 tried.append(layout)
                 continue
-            _API[prefer] = api = CudaPythonApi(rt, layout)
-            return api
+            try:
+                _API[prefer] = api = CudaPythonApi(rt, layout)
+                return api
+            except EdgekitError as e:
+                if prefer != "auto":
+                    raise
+                failed = e
+                break
     if prefer in ("auto", "pycuda"):
         try:
             drv = importlib.import_module("pycuda.driver")
         except ImportError:
             tried.append("pycuda")
         else:
-            _API[prefer] = api = PyCudaApi(drv)
-            return api
+            try:
+                _API[prefer] = api = PyCudaApi(drv)
+            except EdgekitError:
+                if failed is None:
+                    raise
+            else:
+                if failed is not None:
+                    log.warning("cuda-python could not start (%s); using pycuda", failed)
+                return api
+    if failed is not None:
+        raise failed
     raise EdgekitError(f"no CUDA Python binding found (tried {', '.join(tried)}): {_INSTALL}")
 
 

@@ -26,7 +26,8 @@ _PROVIDERS = {
 class OnnxrtRunner(Runner):
     """Options: threads (intra-op, 0 = ORT's default), inter_threads, graph_opt ('all'|'extended'|'basic'|
     'disable'); TensorRT EP: trt_fp16, trt_int8 (default from the artifact's precision), trt_cache_dir (engine
-    cache, one sub-folder per precision flags), trt_profile_shapes ('min,opt,max' for a dynamic batch),
+    cache, one sub-folder per precision flags), trt_profile_shapes (dynamic shapes: 'MIN;OPT;MAX', see
+    profile_shape_options),
     dla_core; CUDA EP: cuda_mem_limit (bytes)."""
 
     backend = "onnxrt"
@@ -79,9 +80,8 @@ class OnnxrtRunner(Runner):
                 flags = f"fp16{int(opts['trt_fp16_enable'])}-int8{int(int8)}"
                 opts.update(trt_engine_cache_enable=True, trt_timing_cache_enable=True,
                             trt_engine_cache_path=str(Path(o["trt_cache_dir"]) / flags))
-            if o.get("trt_profile_shapes"):  # "input:1x3x224x224,input:4x3x224x224,input:8x3x224x224" (min,opt,max)
-                lo, opt, hi = str(o["trt_profile_shapes"]).split(",")
-                opts.update(trt_profile_min_shapes=lo, trt_profile_opt_shapes=opt, trt_profile_max_shapes=hi)
+            if o.get("trt_profile_shapes"):
+                opts.update(profile_shape_options(o["trt_profile_shapes"]))
             if o.get("dla_core") is not None:
                 opts.update(trt_dla_enable=True, trt_dla_core=int(o["dla_core"]))
             return opts
@@ -102,3 +102,37 @@ class OnnxrtRunner(Runner):
 
     def _close(self) -> None:
         self.session = None
+
+
+def profile_shape_options(value: Any) -> dict[str, str]:
+    """trt_profile_shapes -> the TensorRT provider's trt_profile_{min,opt,max}_shapes. Each of the three is
+    ONNX Runtime's own format, where ',' separates inputs: "input1:1x3x224x224,input2:1x10". So the three
+    are separated by ';' ("MIN;OPT;MAX"), or given as a mapping {"min": ..., "opt": ..., "max": ...}. The
+    single-input form "input:1x3x8x8,input:4x3x8x8,input:8x3x8x8" (min,opt,max) is still read."""
+    if isinstance(value, Mapping):
+        parts = [value.get(k) for k in ("min", "opt", "max")]
+    else:
+        text = str(value).replace(" ", "")
+        parts = text.split(";")
+        if len(parts) == 1:  # the single-input form: three entries for one input
+            entries = text.split(",")
+            if len(entries) == 3 and len({e.rpartition(":")[0] for e in entries}) == 1:
+                parts = entries
+    if len(parts) != 3 or not all(parts):
+        raise EdgekitError(f"trt_profile_shapes {value!r}: give min;opt;max separated by ';', each in ONNX Runtime's "
+                           "format with ',' between inputs: 'a:1x3x8x8,b:1x4;a:4x3x8x8,b:4x4;a:8x3x8x8,b:8x4'")
+    names = [_profile_inputs(str(p), value) for p in parts]
+    if names[0] != names[1] or names[0] != names[2]:
+        raise EdgekitError(f"trt_profile_shapes {value!r}: min, opt and max must name the same inputs, got "
+                           f"{', '.join('/'.join(n) for n in names)}")
+    return dict(zip(("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes"), map(str, parts)))
+
+
+def _profile_inputs(shapes: str, value: Any) -> list[str]:
+    names = []
+    for entry in shapes.split(","):
+        name, _, dims = entry.rpartition(":")
+        if not name or not all(d.isdigit() for d in dims.split("x")):
+            raise EdgekitError(f"trt_profile_shapes {value!r}: '{entry}' is not NAME:DxDx... (e.g. input:1x3x224x224)")
+        names.append(name)
+    return sorted(names)

@@ -2,6 +2,12 @@
 on the CPU (kernels compiled with clang) or CUDA. Shapes are fixed; load() does the warm-up, so infer() is
 always the captured JIT.
 
+On CUDA, tinygrad runs in a CUDA context of its own and makes it current on every launch; every call into
+tinygrad here restores the caller's current context afterwards (edgekit.runners.cuda_context), so a TensorRT
+runner on the same thread keeps working in the primary context. Inputs: tinygrad's own copies ('copy', the
+default on discrete GPUs, needing no other CUDA binding) or zero-copy buffers ('mapped' / 'managed' from
+edgekit.runners.cuda_memory over cuda-python or pycuda, the default on Jetson when one is installed).
+
 Two caches under one per-user directory (~/.cache/edgekit/tinygrad; option cache_dir or EDGEKIT_TINYGRAD_CACHE):
 `cache.db` is tinygrad's own (compiled kernels by source, BEAM results by kernel), and `jit/<key>.pkl` is
 the captured JIT (kernels chosen, compiled, memory planned, weights included), keyed by the ONNX file's
@@ -11,6 +17,7 @@ Both caches are pickles, as tinygrad's cache.db always is: the directory must be
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -27,7 +34,7 @@ from typing import Any
 import numpy as np
 import tinygrad.helpers as tg_helpers
 from tinygrad import Context, Device, Tensor, TinyJit
-from tinygrad.dtype import _to_np_dtype
+from tinygrad.dtype import _from_np_dtype, _to_np_dtype
 
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_path, sha256_file
@@ -77,6 +84,8 @@ class TinygradRunner(Runner):
         self._last: dict[str, Tensor] = {}
         self._held: dict[str, Tensor] = {}
         self._zc: dict[str, tuple[Any, np.ndarray, Tensor]] = {}  # zero-copy: buffer, host view, tensor
+        # CUDA: every call into tinygrad restores the caller's current context (edgekit.runners.cuda_context)
+        self._keep_context: Any = contextlib.nullcontext()
 
     # ---- load: a cached JIT, or parse + warm-up (eager call, then JIT capture) -----------------
     def _load(self) -> None:
@@ -88,22 +97,23 @@ class TinygradRunner(Runner):
         db = _point_kernel_cache(cache_dir)
         with Context(DEV=self._target, BEAM=beam, **({"NUM_CPU_THREADS": threads} if threads else {})):
             self._open_device()
-            jit_file = cache_dir / "jit" / f"{self._jit_key()}.pkl"
-            state = "off"
-            if use_jit_cache:
-                state = "hit" if jit_file.exists() and self._load_jit(jit_file) else "miss"
-            if state != "hit":
-                self._parse_and_capture()
+            with self._keep_context:
+                jit_file = cache_dir / "jit" / f"{self._jit_key()}.pkl"
+                state = "off"
                 if use_jit_cache:
-                    self._save_jit(jit_file)
-            self._last = self._run(self._zeros())  # first exec after capture or unpickle: page everything in
-            self._sync()
-            self.info = {"tinygrad": version("tinygrad"), "device": self._target,
-                         "renderer": type(Device[self._target].renderer).__name__, "cache_dir": str(cache_dir),
-                         "kernel_cache": str(db), "beam": beam, "jit_cache": state,
-                         "jit_file": str(jit_file) if use_jit_cache else None, "settings": _settings(),
-                         "memory": self._memory_mode(),
-                         "load_s": round(time.perf_counter() - t0, 3)}
+                    state = "hit" if jit_file.exists() and self._load_jit(jit_file) else "miss"
+                if state != "hit":
+                    self._parse_and_capture()
+                    if use_jit_cache:
+                        self._save_jit(jit_file)
+                self._last = self._run(self._zeros())  # first exec after capture or unpickle: page everything in
+                self._sync()
+                self.info = {"tinygrad": version("tinygrad"), "device": self._target,
+                             "renderer": type(Device[self._target].renderer).__name__, "cache_dir": str(cache_dir),
+                             "kernel_cache": str(db), "beam": beam, "jit_cache": state,
+                             "jit_file": str(jit_file) if use_jit_cache else None, "settings": _settings(),
+                             "memory": self._memory_mode(),
+                             "load_s": round(time.perf_counter() - t0, 3)}
 
     def _open_device(self) -> None:
         if self.device == "cpu":
@@ -112,8 +122,14 @@ class TinygradRunner(Runner):
                 raise EdgekitError(f"tinygrad's CPU backend compiles its kernels with {cc}, which is not installed: "
                                    "apt-get install clang (or set CC to a clang binary)")
         try:
-            Device[self._target]
-        except Exception as e:  # tinygrad raises what the driver's loader raises (OSError, RuntimeError, ...)
+            if self.device == "cuda":
+                from edgekit.runners.cuda_context import KeepCurrentContext, TinygradCudaDriver
+
+                self._cuda_driver = TinygradCudaDriver()
+                self._keep_context = KeepCurrentContext(self._cuda_driver)
+            with self._keep_context:  # opening CUDA makes tinygrad's new context current
+                Device[self._target]
+        except Exception as e:  # tinygrad raises what the driver's loader raises (OSError, AttributeError, ...)
             raise EdgekitError(
                 f"tinygrad cannot open {self._target} ({type(e).__name__}: {str(e).strip()[:200]}); on Jetson check "
                 "that JetPack's CUDA (libcuda, nvrtc) is installed and visible, or run with --device cpu") from None
@@ -206,19 +222,40 @@ class TinygradRunner(Runner):
 
     # ---- zero-copy inputs on CUDA (Jetson): the GPU reads the host buffer the frame was written into ----
     def _memory_mode(self) -> str:
-        if self.device != "cuda":
-            return "copy"
+        """'copy' (tinygrad copies the host array in) or 'mapped' / 'managed' (zero-copy inputs); once."""
         if not hasattr(self, "_mode"):
-            requested = self.options.get("memory", "auto")
-            if requested == "copy":
-                self._mode = "copy"
-            else:
-                from edgekit.runners.cuda_memory import load_cuda_api, resolve_memory_mode
-
-                self._api = load_cuda_api()
-                mode = resolve_memory_mode(requested, self._api.device_info(0))
-                self._mode = "copy" if mode == "device" else mode  # discrete GPU: tinygrad's own copy
+            self._mode = self._resolve_memory_mode()
         return self._mode
+
+    def _resolve_memory_mode(self) -> str:
+        requested = self.options.get("memory", "auto")
+        if self.device != "cuda" or requested == "copy":
+            return "copy"
+        from edgekit.runners.cuda_memory import default_memory_mode, load_cuda_api, resolve_memory_mode
+
+        if requested in (None, "", "auto"):
+            # tinygrad's own libcuda binding says what the GPU is: a discrete GPU gets tinygrad's own copies
+            # and never needs cuda-python or pycuda; an integrated one uses them for zero-copy when present
+            mode = default_memory_mode(self._driver().device_info(0))
+            if mode == "device":
+                return "copy"
+            try:
+                self._api = load_cuda_api()
+            except EdgekitError as e:
+                log.warning("tinygrad: zero-copy (%s) inputs need cuda-python or pycuda; using tinygrad's own "
+                            "copies. %s", mode, e)
+                return "copy"
+            return mode
+        self._api = load_cuda_api()
+        mode = resolve_memory_mode(requested, self._api.device_info(0))
+        return "copy" if mode == "device" else mode  # discrete GPU: tinygrad's own copy
+
+    def _driver(self) -> Any:
+        if getattr(self, "_cuda_driver", None) is None:
+            from edgekit.runners.cuda_context import TinygradCudaDriver
+
+            self._cuda_driver = TinygradCudaDriver()
+        return self._cuda_driver
 
     def input_views(self) -> dict[str, np.ndarray]:
         """Zero-copy mode: numpy views of the input buffers the GPU reads. Write a frame's pixels straight into
@@ -226,19 +263,18 @@ class TinygradRunner(Runner):
         if self._memory_mode() == "copy":
             raise EdgekitError("input_views() needs device='cuda' with memory='mapped' or 'managed'")
         if not self._zc:
-            self._zero_copy_inputs(self._zeros())
+            with self._keep_context:
+                self._zero_copy_inputs(self._zeros())
         return {n: v for n, (_, v, _) in self._zc.items()}
 
     def _zero_copy_inputs(self, feed: Mapping[str, np.ndarray]) -> dict[str, Tensor]:
-        from tinygrad import dtypes
-
         from edgekit.runners.cuda_memory import CudaBuffer
 
         if not self._zc:  # one buffer per input for the runner's life: the captured JIT keeps reading it
             for n, s in self._in_specs.items():
                 dt = np.dtype(s.dtype)
                 buf = CudaBuffer(self._api, self._mode, int(np.prod(s.shape)) * dt.itemsize)
-                t = Tensor.from_blob(buf.device, tuple(s.shape), dtype=dtypes.from_np(dt), device="CUDA")
+                t = Tensor.from_blob(buf.device, tuple(s.shape), dtype=_from_np_dtype(dt), device=self._target)
                 self._zc[n] = (buf, buf.view(s.shape, dt), t)
         for n, a in feed.items():
             _, view, _ = self._zc[n]
@@ -247,23 +283,27 @@ class TinygradRunner(Runner):
         return {n: t for n, (_, _, t) in self._zc.items()}
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, Tensor]:
-        self._last = self._run(feed)
+        with self._keep_context:
+            self._last = self._run(feed)
         return self._last
 
     def _sync(self) -> None:
         # The JIT's outputs are realised buffers, but the device runs its queue asynchronously (the CPU too).
-        Tensor.realize(*self._last.values())
-        Device[self._target].synchronize()
+        with self._keep_context:
+            Tensor.realize(*self._last.values())
+            Device[self._target].synchronize()
         self._held = {}
 
     def _fetch(self, raw: dict[str, Tensor]) -> dict[str, np.ndarray]:
-        return {name: t.numpy() for name, t in raw.items()}  # numpy() copies: the JIT reuses its buffers
+        with self._keep_context:
+            return {name: t.numpy() for name, t in raw.items()}  # numpy() copies: the JIT reuses its buffers
 
     def _close(self) -> None:
-        self._jit, self._last = None, {}
-        for buf, _, _ in self._zc.values():
-            buf.close()
-        self._zc = {}
+        with self._keep_context:  # freeing the JIT's buffers and kernels goes through tinygrad's context too
+            self._jit, self._last = None, {}
+            for buf, _, _ in self._zc.values():
+                buf.close()
+            self._zc = {}
 
 
 def _point_kernel_cache(cache_dir: Path) -> Path:

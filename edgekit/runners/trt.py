@@ -103,6 +103,11 @@ class TrtRunner(Runner):
 
         return {n: spec(n) for n in self._in}, {n: spec(n) for n in self._out}
 
+    def max_batch(self, name: str) -> int | None:
+        """The batch the engine's profile allows at most (what the buffers were sized for)."""
+        self._require_loaded()
+        return int(self._max[name][0]) if self._max[name] else None
+
     # ---- run -----------------------------------------------------------------------------------
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
         changed = False

@@ -3,6 +3,8 @@
 calibrates on, in contiguous float32 batches of the right shape; what they depend on is fingerprinted."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -67,3 +69,86 @@ def test_calibration_errors_say_what_to_pass(digits_manifest, tmp_path):
     digits_manifest.source["dataset"]["root"] = str(tmp_path / "gone")
     with pytest.raises(EdgekitError, match="--data DIR"):
         calibration_batches_for(digits_manifest, batch_size=4)
+
+
+# ---- the calibrator's get_batch: an error is kept and fails the build --------------------------------
+class DeviceMemory:
+    """The CUDA adapter's calls the calibrator makes, on host memory: a batch 'uploaded' is copied."""
+
+    def __init__(self) -> None:
+        self.uploaded: list[np.ndarray] = []
+        self.freed = False
+
+    def stream_create(self):
+        return "stream"
+
+    def device_alloc(self, nbytes):
+        return 0xD0
+
+    def htod_async(self, dptr, x, stream):
+        self.uploaded.append(x.copy())
+
+    def stream_sync(self, stream):
+        pass
+
+    def device_free(self, dptr):
+        self.freed = True
+
+    def stream_destroy(self, stream):
+        pass
+
+
+class FakeTensorrt:
+    class IInt8EntropyCalibrator2:  # the base class TensorRT's bindings provide: nothing to inherit here
+        def __init__(self) -> None:
+            pass
+
+
+def _calibrator(batches, tmp_path):
+    from edgekit.export.calibrator_trt import make_entropy_calibrator
+
+    api = DeviceMemory()
+    return make_entropy_calibrator(FakeTensorrt, api, batches, tmp_path / "calib.cache"), api
+
+
+def test_calibrator_feeds_every_batch_then_ends(digits_manifest, tmp_path):
+    batches = calibration_batches_for(digits_manifest, batch_size=4, images=12)
+    cal, api = _calibrator(batches, tmp_path)
+    got = [cal.get_batch(["input"]) for _ in range(4)]
+    assert got == [[0xD0]] * 3 + [None] and cal.seen == 12
+    np.testing.assert_array_equal(np.concatenate(api.uploaded), np.concatenate(list(batches)))
+    cal.raise_if_failed()  # nothing went wrong
+    cal.close()
+    assert api.freed
+
+
+def test_an_error_inside_get_batch_fails_the_build_with_the_real_error(digits_manifest, tmp_path):
+    """TensorRT swallows exceptions raised in get_batch and builds from the batches it got: here the third
+    image of the second batch became unreadable during calibration."""
+    import shutil
+
+    from edgekit.export.calibrator_trt import CalibrationBatches, CalibrationFeed
+
+    paths = [Path(shutil.copy(p, tmp_path / f"{i}.png")) for i, p in
+             enumerate(calibration_batches_for(digits_manifest, batch_size=4, images=12).paths)]
+    batches = CalibrationBatches(paths, digits_manifest.input, 4)
+    paths[6].write_bytes(b"not an image any more")
+    cal, api = _calibrator(batches, tmp_path)
+    assert cal.get_batch(["input"]) == [0xD0]
+    assert cal.get_batch(["input"]) is None  # what TensorRT sees: the end of the data, not an exception
+    assert cal.get_batch(["input"]) is None and cal.seen == 4
+    with pytest.raises(EdgekitError, match=r"INT8 calibration failed after 4 images, so nothing was built: "
+                                           r"calibration image .* is unreadable now"):
+        cal.raise_if_failed()
+
+    class Broken:
+        nbytes = batches.nbytes
+
+        def __iter__(self):
+            yield np.zeros(batches.shape, np.float32)
+            raise MemoryError("cannot allocate")
+
+    feed = CalibrationFeed(DeviceMemory(), Broken())
+    assert feed.next_batch() == [0xD0] and feed.next_batch() is None
+    with pytest.raises(EdgekitError, match="after 4 images, so nothing was built: MemoryError: cannot allocate"):
+        feed.raise_if_failed()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgekit.errors import EdgekitError
@@ -312,3 +313,103 @@ def test_real_build_checks_records_and_caches(model_copy, precision):
     assert art.built_on["tensorrt"] and art.built_on["device"]["name"]
     again = engine_from_onnx(model_copy, TrtBuildConfig(precision=precision, timing_cache="none"))
     assert again.sha256 == art.sha256 and again.created == art.created  # cached: not rebuilt
+
+
+# ---- parity batches fit a dynamic engine's profile ---------------------------------------------------
+def test_parity_feeds_a_dynamic_engine_batches_within_its_profile(torch_model_copy, monkeypatch):
+    """A dynamic-batch engine takes at most its profile's maximum (8 by default): the export's check and
+    benchmarks/gpu_trt_check.py feed it no more, and still cover every image."""
+    import importlib.util
+
+    from edgekit.export import trt as trt_export
+    from edgekit.export.onnx import OnnxExportConfig, onnx_from_torch
+    from edgekit.runners import trt as trt_runner
+    from edgekit.runners.onnxrt import OnnxrtRunner
+
+    onnx_from_torch(torch_model_copy, OnnxExportConfig(dynamic_batch=True))
+    manifest = Manifest.load(torch_model_copy)
+    onnx_path = manifest.artifact_path(manifest.find_artifact("onnxrt", "fp32"))
+    fed: list[int] = []
+
+    class ProfileLimited(OnnxrtRunner):
+        """The TensorRT runner's batch contract (profile maximum 8, refused beyond), computed by ORT."""
+
+        def __init__(self, engine, **options):
+            super().__init__(onnx_path)
+
+        def max_batch(self, name):
+            return 8
+
+        def _infer(self, feed):
+            fed.append(len(feed[manifest.input.name]))
+            if fed[-1] > 8:
+                raise EdgekitError(f"trt: input shape batch {fed[-1]} is outside the engine's profile (largest 8)")
+            return super()._infer(feed)
+
+    monkeypatch.setattr(trt_runner, "TrtRunner", ProfileLimited)
+    r = trt_export._check_against_onnxrt(manifest, onnx_path, "fp32", TrtBuildConfig(check_images=20))
+    assert r["passed"] and r["images"] == 20 and max(fed) == 8 and sum(fed) == 20
+
+    spec = importlib.util.spec_from_file_location("gpu_trt_check", Path(__file__).parents[2] / "benchmarks" /
+                                                  "gpu_trt_check.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    fed.clear()
+    x = np.zeros([20, 3, 32, 32], np.float32)
+    with ProfileLimited(onnx_path) as runner:
+        assert bench._infer_all(runner, manifest.input.name, manifest.outputs[0].name, x).shape == (20, 3)
+    assert fed == [8, 8, 4]
+
+
+def test_feed_batch_follows_the_input_and_the_runners_limit(model_dir):
+    from edgekit.runners import load_runner
+    from edgekit.runners.base import feed_batch
+
+    with load_runner(model_dir, "onnxrt") as fixed:  # batch of 1 in the ONNX
+        assert feed_batch(fixed, "input") == 1
+    for limit, want in ((None, 16), (8, 8), (32, 16), (0, 16)):
+        class Dynamic:
+            def inputs(self):
+                return {"input": dataclasses.replace(Manifest.load(model_dir).input, shape=["batch", 3, 32, 32])}
+
+            def max_batch(self, name):
+                return limit
+
+        assert feed_batch(Dynamic(), "input") == want
+
+
+# ---- the timing cache file ---------------------------------------------------------------------------
+class BuilderConfig:
+    """IBuilderConfig's timing-cache calls as TensorRT answers them: create_timing_cache returns None for
+    bytes it cannot parse, and set_timing_cache refuses None with pybind's TypeError."""
+
+    def __init__(self) -> None:
+        self.caches: list[bytes] = []
+        self.set: object = None
+
+    def create_timing_cache(self, data: bytes):
+        if data and not data.startswith(b"TRTC"):
+            return None
+        self.caches.append(bytes(data))
+        return f"cache #{len(self.caches)}"
+
+    def set_timing_cache(self, cache, ignore_mismatch: bool) -> bool:
+        if cache is None:
+            raise TypeError("set_timing_cache(): incompatible function arguments")
+        self.set = cache
+        return True
+
+
+def test_a_corrupt_timing_cache_is_rebuilt_with_a_warning(tmp_path, caplog):
+    from edgekit.export.trt_build import _load_timing_cache
+
+    path = tmp_path / "trt.cache"
+    path.write_bytes(b"\x00garbage, a truncated write")
+    config = BuilderConfig()
+    with caplog.at_level("WARNING"):
+        cache = _load_timing_cache(config, path)
+    assert cache == config.set == "cache #1" and config.caches == [b""]  # a new, empty cache
+    assert "unreadable (corrupt or truncated)" in caplog.text
+    path.write_bytes(b"TRTC good")
+    assert _load_timing_cache(BuilderConfig(), path) == "cache #1"
+    assert _load_timing_cache(BuilderConfig(), None) is None

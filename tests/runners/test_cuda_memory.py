@@ -207,3 +207,106 @@ def test_no_binding_at_all_names_both_installs(monkeypatch):
     assert "pip install 'cuda-python<13'" in msg and "pycuda" in msg
     with pytest.raises(EdgekitError, match="unknown CUDA binding 'cupy'"):
         load_cuda_api("cupy")
+
+
+# ---- no driver: cuda-python raises instead of returning an error; pycuda takes over; pycuda's context ----
+def _no_driver_call():
+    """A real cuda-python call that must load libcuda: here (no driver) it raises, as cuda-python 12.x's
+    runtime does with "Failed to dlopen libcuda.so.1" (13.x: DynamicLibNotFoundError)."""
+    pytest.importorskip("cuda.bindings.driver", reason="cuda-python >= 12.6 is not installed")
+    from cuda.bindings import driver
+
+    try:
+        driver.cuDeviceGetCount()
+    except RuntimeError:
+        return driver.cuDeviceGetCount
+    pytest.skip("libcuda loads on this machine")
+
+
+def _dlopen_fails():
+    raise RuntimeError("Failed to dlopen libcuda.so.1")
+
+
+@pytest.mark.skipif(not HAVE_CUDA_PYTHON, reason="cuda-python is not installed")
+@pytest.mark.parametrize("call", ["real", "cuda-python 12.x"])
+def test_cuda_python_without_libcuda_is_an_edgekit_error(monkeypatch, call):
+    from cuda.bindings import runtime
+
+    monkeypatch.setattr(runtime, "cudaGetDeviceCount", _no_driver_call() if call == "real" else _dlopen_fails)
+    monkeypatch.setitem(sys.modules, "pycuda", None)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    with pytest.raises(EdgekitError) as e:
+        load_cuda_api()
+    msg = str(e.value)
+    assert msg.startswith("CUDA is not usable here: cuda.bindings.runtime.cudaGetDeviceCount could not load the "
+                          "CUDA driver (")
+    assert "--runtime nvidia" in msg and "--device cpu" in msg
+
+
+class FakePycuda:
+    """pycuda.driver as far as PyCudaApi's start and context bookkeeping go."""
+
+    class Error(Exception):
+        pass
+
+    def __init__(self, starts: bool = True) -> None:
+        self.starts, self.events = starts, []
+        drv = self
+
+        class Context:
+            def push(self):
+                drv.events.append("push")
+
+            def pop(self):
+                drv.events.append("pop")
+
+        class Device:
+            def __init__(self, n):
+                self.n = n
+
+            @staticmethod
+            def count():
+                return 1
+
+            def retain_primary_context(self):
+                drv.events.append(f"retain {self.n}")
+                return Context()
+
+        self.Device = Device
+
+    def init(self):
+        if not self.starts:
+            raise self.Error("cuInit failed: no CUDA-capable device is detected")
+
+
+@pytest.mark.skipif(not HAVE_CUDA_PYTHON, reason="cuda-python is not installed")
+def test_auto_falls_back_to_pycuda_when_cuda_python_cannot_start(monkeypatch, caplog):
+    from cuda.bindings import runtime
+
+    monkeypatch.setattr(runtime, "cudaGetDeviceCount", _dlopen_fails)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", FakePycuda())
+    with caplog.at_level("WARNING"):
+        api = load_cuda_api()
+    assert isinstance(api, cm.PyCudaApi) and "cuda-python could not start" in caplog.text
+    monkeypatch.setattr(cm, "_API", {})
+    monkeypatch.setitem(sys.modules, "pycuda.driver", FakePycuda(starts=False))  # neither: cuda-python's error
+    with pytest.raises(EdgekitError, match="cudaGetDeviceCount could not load the CUDA driver"):
+        load_cuda_api()
+    with pytest.raises(EdgekitError, match="cudaGetDeviceCount could not load"):  # asked for: no fallback
+        load_cuda_api("cuda-python")
+
+
+def test_pycuda_primary_context_is_popped_at_close_and_at_exit(monkeypatch):
+    registered = []
+    import edgekit.runners.cuda_api as ca
+
+    monkeypatch.setattr(ca.atexit, "register", registered.append)
+    monkeypatch.setattr(ca.atexit, "unregister", registered.remove)
+    drv = FakePycuda()
+    api = cm.PyCudaApi(drv)
+    api.set_device(0)
+    api.set_device(0)  # once per process
+    assert drv.events == ["retain 0", "push"] and registered == [api.close]  # popped at exit if never closed
+    api.close()
+    api.close()
+    assert drv.events == ["retain 0", "push", "pop"] and registered == []

@@ -140,3 +140,33 @@ def test_tensorrt_provider_options_follow_the_artifact(tmp_path, precision, fp16
     assert o["trt_engine_cache_path"].endswith(f"fp16{int(fp16)}-int8{int(int8)}")
     assert (o["trt_profile_min_shapes"], o["trt_profile_max_shapes"]) == ("input:1x3x8x8", "input:4x3x8x8")
     assert r._provider_options("CPUExecutionProvider") == {}
+
+
+def test_tensorrt_profile_shapes_of_several_inputs(tmp_path):
+    """ONNX Runtime separates inputs with ',' inside each of min/opt/max: the three are separated by ';'."""
+    from edgekit.runners.onnxrt import OnnxrtRunner, profile_shape_options
+
+    want = {"trt_profile_min_shapes": "images:1x3x64x64,scale:1x2",
+            "trt_profile_opt_shapes": "images:4x3x64x64,scale:4x2",
+            "trt_profile_max_shapes": "images:8x3x64x64,scale:8x2"}
+    text = "images:1x3x64x64,scale:1x2;images:4x3x64x64,scale:4x2;images:8x3x64x64,scale:8x2"
+    r = OnnxrtRunner(tmp_path / "m.onnx", device="trt", trt_profile_shapes=text)
+    assert want.items() <= r._provider_options("TensorrtExecutionProvider").items()
+    assert profile_shape_options(text) == want
+    assert profile_shape_options({"min": "images:1x3x64x64,scale:1x2", "opt": "images:4x3x64x64,scale:4x2",
+                                  "max": "images:8x3x64x64,scale:8x2"}) == want
+    one = profile_shape_options("input:1x3x8x8,input:2x3x8x8,input:4x3x8x8")  # one input: the older form
+    assert one["trt_profile_opt_shapes"] == "input:2x3x8x8"
+
+
+@pytest.mark.parametrize("value, expect", [
+    ("a:1x3,b:1x4,a:4x3", "separated by ';'"),  # not one input's min,opt,max: ambiguous
+    ("a:1x3;a:2x3", "separated by ';'"),
+    ("a:1x3,b:1x4;a:2x3;a:4x3,b:4x4", "must name the same inputs"),
+    ("a:1x3;a:2xN;a:4x3", "'a:2xN' is not NAME:DxDx"),
+])
+def test_bad_tensorrt_profile_shapes_name_the_format(value, expect):
+    from edgekit.runners.onnxrt import profile_shape_options
+
+    with pytest.raises(EdgekitError, match=expect):
+        profile_shape_options(value)

@@ -332,3 +332,159 @@ def test_zero_copy_needs_cuda(model_dir):
         assert r.info["memory"] == "copy"  # CPU: tinygrad reads the caller's array through NPY
         with pytest.raises(EdgekitError, match="device='cuda'"):
             r.input_views()
+
+
+# ---- zero-copy inputs (memory=mapped|managed), on the CPU ------------------------------------------------
+class HostAllocations:
+    """Stands in for the CUDA adapter: 'pinned' and 'managed' memory is plain host memory (ctypes), and a
+    mapped buffer's device pointer is its host address, as on a Jetson. tinygrad's CPU device then reads
+    the inputs through Tensor.from_blob exactly where the GPU would."""
+
+    def __init__(self) -> None:
+        self.live: dict[int, object] = {}
+
+    def _alloc(self, nbytes: int) -> int:
+        import ctypes
+
+        mem = ctypes.create_string_buffer(nbytes)
+        self.live[ctypes.addressof(mem)] = mem
+        return ctypes.addressof(mem)
+
+    def host_alloc(self, nbytes, mapped):
+        return self._alloc(nbytes)
+
+    def managed_alloc(self, nbytes):
+        return self._alloc(nbytes)
+
+    def host_device_pointer(self, ptr):
+        return ptr
+
+    def host_free(self, ptr):
+        del self.live[ptr]
+
+    device_free = host_free
+
+
+def _zero_copy(path: Path, cache: Path, mode: str) -> tuple[TinygradRunner, HostAllocations]:
+    r = TinygradRunner(path, cache_dir=cache)
+    r._api, r._mode = HostAllocations(), mode  # what _resolve_memory_mode picks on a Jetson
+    return r.load(), r._api
+
+
+@pytest.mark.parametrize("mode", ["mapped", "managed"])
+def test_zero_copy_inputs_give_what_the_copy_path_gives(tmp_path, mode):
+    path = _export(_small_net(5), [1, 3, 16, 16], tmp_path / "zc.onnx")
+    cache = tmp_path / "cache"
+    xs = np.random.default_rng(5).standard_normal([3, 1, 3, 16, 16]).astype(np.float32)
+    with TinygradRunner(path, cache_dir=cache) as r:
+        want = [r.infer({"input": x})["logits"] for x in xs]
+    r, api = _zero_copy(path, cache, mode)
+    try:
+        assert r.info["memory"] == mode and r.info["jit_cache"] == "miss"  # its own JIT: it reads other buffers
+        (buf, view, tensor), = r._zc.values()
+        assert tensor.uop.buffer.options.external_ptr == buf.device  # the JIT reads the buffer in place
+        assert view.ctypes.data == buf.device and buf.device in api.live
+        for x, w in zip(xs, want):
+            np.testing.assert_array_equal(r.infer({"input": x})["logits"], w)
+        views = r.input_views()  # the frame written straight into the buffer: nothing copied at all
+        views["input"][:] = xs[1]
+        np.testing.assert_array_equal(r.infer(views)["logits"], want[1])
+    finally:
+        r.close()
+    assert api.live == {}  # every input buffer freed at close
+
+    # the saved JIT, reloaded in a new runner, reads that runner's new buffers, not the old addresses
+    r, api = _zero_copy(path, cache, mode)
+    with r:
+        assert r.info["jit_cache"] == "hit"
+        for x, w in zip(xs[::-1], want[::-1]):
+            np.testing.assert_array_equal(r.infer({"input": x})["logits"], w)
+
+
+def test_memory_auto_on_a_discrete_gpu_needs_no_cuda_binding(small_onnx, monkeypatch, caplog):
+    """A discrete GPU gets tinygrad's own copies: no cuda-python or pycuda is loaded; an integrated GPU
+    without either binding falls back to copies with a warning instead of failing."""
+    from edgekit.runners import cuda_memory as cm
+    from edgekit.runners.cuda_api import DeviceInfo
+
+    monkeypatch.setattr(cm, "_API", {})
+    for mod in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart", "pycuda", "pycuda.driver"):
+        monkeypatch.setitem(sys.modules, mod, None)  # neither binding installed
+
+    class Driver:  # tinygrad's libcuda binding, answering as the GPU would
+        def __init__(self, integrated):
+            self.info = DeviceInfo("gpu", 8, 7, integrated, True, True)
+
+        def device_info(self, ordinal=0):
+            return self.info
+
+    r = TinygradRunner(small_onnx, device="cuda")
+    r._cuda_driver = Driver(integrated=False)
+    assert r._memory_mode() == "copy"
+    r = TinygradRunner(small_onnx, device="cuda")
+    r._cuda_driver = Driver(integrated=True)
+    with caplog.at_level("WARNING"):
+        assert r._memory_mode() == "copy"
+    assert "need cuda-python or pycuda" in caplog.text
+    r = TinygradRunner(small_onnx, device="cuda", memory="mapped")  # asked for explicitly: the real error
+    r._cuda_driver = Driver(integrated=True)
+    with pytest.raises(EdgekitError, match="no CUDA Python binding"):
+        r._memory_mode()
+
+
+# ---- the caller's CUDA context survives every call into tinygrad ---------------------------------------
+class ContextDriver:
+    """cuCtxGetCurrent / cuCtxSetCurrent of one thread, as the driver keeps them."""
+
+    def __init__(self, current: str) -> None:
+        self.current = current
+
+    def get_current(self):
+        return self.current
+
+    def set_current(self, ctx):
+        self.current = ctx
+
+
+def test_tinygrad_calls_restore_the_callers_context(small_onnx, tg_cache):
+    """tinygrad makes its own context current on every launch (ops_cuda.py: cuCtxSetCurrent). Here the
+    CPU stands in for the GPU and the JIT call switches a fake driver's current context as tinygrad
+    does; after infer() the context a TensorRT runner set up must be current again."""
+    from edgekit.runners.cuda_context import KeepCurrentContext
+
+    driver = ContextDriver("primary (TensorRT)")
+    x = np.random.default_rng(6).standard_normal([1, 3, 16, 16]).astype(np.float32)
+    with TinygradRunner(small_onnx, cache_dir=tg_cache) as r:
+        want = r.infer({"input": x})["logits"]
+        r._keep_context = KeepCurrentContext(driver)
+        jit, seen = r._jit, []
+
+        def tinygrad_launch(**feed):
+            driver.set_current("tinygrad's own")
+            seen.append(driver.current)
+            return jit(**feed)
+
+        r._jit = tinygrad_launch
+        np.testing.assert_array_equal(r.infer({"input": x})["logits"], want)
+        assert seen == ["tinygrad's own"] and driver.current == "primary (TensorRT)"
+        driver.current = None  # nothing current (a process without TensorRT): left as it was
+        r.infer({"input": x})
+        assert driver.current is None
+
+
+def test_keep_current_context_restores_after_errors_and_nests():
+    from edgekit.runners.cuda_context import KeepCurrentContext
+
+    driver = ContextDriver("a")
+    keep = KeepCurrentContext(driver)
+    with pytest.raises(RuntimeError):
+        with keep:
+            driver.set_current("tinygrad")
+            raise RuntimeError("launch failed")
+    assert driver.current == "a"
+    with keep:
+        driver.set_current("b")
+        with keep:
+            driver.set_current("tinygrad")
+        assert driver.current == "b"
+    assert driver.current == "a"
