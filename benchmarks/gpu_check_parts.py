@@ -288,7 +288,7 @@ def context_restored(model: Model) -> dict:
     try:  # (from here on, the primary context is made current again however the check ends)
         from tinygrad import Tensor
 
-        (Tensor.arange(1024, device="CUDA") * 2).realize().numpy()
+        (Tensor.ones(1024, device="CUDA") * 2).realize().numpy()  # arange takes no device in 0.14
         after_raw = _current(drv)
         drv.cuCtxSetCurrent(primary)
         seen = {}
@@ -301,6 +301,7 @@ def context_restored(model: Model) -> dict:
         seen["after_close"] = int(_current(drv))
         buf.host[:] = 7
         buf.upload(stream)
+        stream.synchronize()  # the upload is asynchronous from pinned memory: let it read the 7s first
         buf.host[:] = 0
         buf.download(stream)
         stream.synchronize()

@@ -8,7 +8,12 @@ detector and a tinygrad classifier on one thread, every TensorRT call after the 
 run in tinygrad's context, where its stream, engine and buffers do not belong.
 
 edgekit's choice: tinygrad keeps its own context, and the tinygrad runner saves the thread's current context
-before each of its calls into tinygrad and makes it current again afterwards (`KeepCurrentContext`).
+before each of its calls into tinygrad, makes tinygrad's context current for the call, and makes the saved
+one current again afterwards (`KeepCurrentContext`). Entering tinygrad's context matters as much as leaving
+it: a captured JIT on CUDA replays as a CUDA graph, and tinygrad launches the graph (cuGraphLaunch) without
+making its context current first, unlike its kernels and copies. With zero-copy inputs nothing else runs
+first, so the graph ran in the caller's context while tinygrad synchronised its own: on an H200 with torch's
+context current, infer() returned the previous frame's logits for most frames (seen 2026-11-30).
 Sharing the primary context instead would mean replacing tinygrad's device internals. Memory crosses the
 two contexts safely: edgekit's mapped buffers are allocated portable, and unified addressing gives one
 device pointer in every context of the process.
@@ -29,15 +34,19 @@ class ContextDriver(Protocol):
 
 
 class KeepCurrentContext:
-    """`with keep:` around a call that may change the current context: on exit the context current at
-    entry is current again (also when the call raised). Nests: each entry saves its own."""
+    """`with keep:` around a call into tinygrad: on entry `inside` (tinygrad's context, once it exists) is
+    made current; on exit the context current at entry is current again (also when the call raised).
+    Nests: each entry saves its own."""
 
-    def __init__(self, driver: ContextDriver) -> None:
+    def __init__(self, driver: ContextDriver, inside: Any = None) -> None:
         self.driver = driver
+        self.inside = inside
         self._saved: list[Any] = []
 
     def __enter__(self) -> "KeepCurrentContext":
         self._saved.append(self.driver.get_current())
+        if self.inside is not None:
+            self.driver.set_current(self.inside)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -56,6 +65,9 @@ class TinygradCudaDriver:
         from tinygrad.runtime.autogen import cuda  # noqa: PLC0415 - libcuda: only once tinygrad opened CUDA
 
         self.cuda = cuda
+        # cuCtxGetCurrent answers CUDA_ERROR_NOT_INITIALIZED (3) before cuInit, as it does when tinygrad is
+        # the first CUDA user of the process; cuInit is idempotent
+        self._check(cuda.cuInit(0), "cuInit")
 
     def _check(self, status: int, call: str) -> None:
         if status != 0:

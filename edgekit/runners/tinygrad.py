@@ -128,7 +128,9 @@ class TinygradRunner(Runner):
                 self._cuda_driver = TinygradCudaDriver()
                 self._keep_context = KeepCurrentContext(self._cuda_driver)
             with self._keep_context:  # opening CUDA makes tinygrad's new context current
-                Device[self._target]
+                dev = Device[self._target]
+            if self.device == "cuda":  # from now on every call into tinygrad runs in tinygrad's context
+                self._keep_context.inside = dev.context
         except Exception as e:  # tinygrad raises what the driver's loader raises (OSError, AttributeError, ...)
             raise EdgekitError(
                 f"tinygrad cannot open {self._target} ({type(e).__name__}: {str(e).strip()[:200]}); on Jetson check "

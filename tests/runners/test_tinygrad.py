@@ -456,15 +456,16 @@ def test_tinygrad_calls_restore_the_callers_context(small_onnx, tg_cache):
     x = np.random.default_rng(6).standard_normal([1, 3, 16, 16]).astype(np.float32)
     with TinygradRunner(small_onnx, cache_dir=tg_cache) as r:
         want = r.infer({"input": x})["logits"]
-        r._keep_context = KeepCurrentContext(driver)
+        r._keep_context = KeepCurrentContext(driver, inside="tinygrad's own")
         jit, seen = r._jit, []
 
-        def tinygrad_launch(**feed):
-            driver.set_current("tinygrad's own")
+        def tinygrad_graph_launch(**feed):
+            # tinygrad launches a replayed CUDA graph in whatever context is current (no cuCtxSetCurrent):
+            # it must be tinygrad's, or its own synchronize does not wait for the graph (H200, 2026-11-30)
             seen.append(driver.current)
             return jit(**feed)
 
-        r._jit = tinygrad_launch
+        r._jit = tinygrad_graph_launch
         np.testing.assert_array_equal(r.infer({"input": x})["logits"], want)
         assert seen == ["tinygrad's own"] and driver.current == "primary (TensorRT)"
         driver.current = None  # nothing current (a process without TensorRT): left as it was
@@ -481,6 +482,10 @@ def test_keep_current_context_restores_after_errors_and_nests():
         with keep:
             driver.set_current("tinygrad")
             raise RuntimeError("launch failed")
+    assert driver.current == "a"
+    inside = KeepCurrentContext(driver, inside="tinygrad")
+    with inside:
+        assert driver.current == "tinygrad"  # entered: the call runs in tinygrad's context
     assert driver.current == "a"
     with keep:
         driver.set_current("b")
