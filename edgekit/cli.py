@@ -41,6 +41,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     gst = {True: "yes", False: "no (pip wheels lack it: csi:// needs JetPack's OpenCV)", None: "?"}[
         facts["opencv_gstreamer"]]
     rows.append(("opencv", f"{libs['opencv'] or 'not installed'}, GStreamer: {gst}"))
+    for name, why in facts.get("import_errors", {}).items():  # installed but broken: say so, do not crash
+        numpy_hint = " (JetPack's cv2 is built on numpy 1.x: pip install 'numpy<2')" if "numpy" in why.lower() else ""
+        rows.append((f"{name} import", f"FAILS: {why}{numpy_hint}"))
     rows.append(("clang (tinygrad CPU)", facts["clang"] or "not found"))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:

@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import cv2
 import numpy as np
 
 from edgekit.data.imagefolder import IMAGE_EXTS, read_image
 from edgekit.errors import EdgekitError
+from edgekit.lazy import lazy_import
+
+cv2 = lazy_import("cv2")  # imported on first use: `edgekit --help` and `info` work without OpenCV
 
 log = logging.getLogger(__name__)
 
