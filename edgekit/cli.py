@@ -177,13 +177,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from edgekit.profile.matrix import BenchConfig, run_matrix
-    from edgekit.profile.report import markdown, write_report
+    from edgekit.profile.report import PLOTS, markdown, plots_available, write_report
 
     cfg = dataclass_from_args(BenchConfig, args)
     report = run_matrix(cfg)
     dest = write_report(report, cfg.out or f"{cfg.model_dir}/bench")
-    print(markdown(report).split("\n\n", 1)[1].rsplit("\n\n![", 1)[0])
-    print(f"\nreport: {dest} (and bench.json, bench.csv, latency.png, accuracy_latency.png, memory.png)")
+    plots = plots_available()
+    print(markdown(report, plots=plots).split("\n\n", 1)[1].rsplit("\n\n![", 1)[0])
+    print(f"\nreport: {dest} (and bench.json, bench.csv{''.join(', ' + p for p in PLOTS) if plots else ''})")
     if report["task"] == "detect" and cfg.ultralytics:  # ultralytics' own numbers for the same model, beside
         from edgekit.profile.ultralytics import NAME, markdown as ul_markdown, run_ultralytics_benchmark
 
