@@ -4,6 +4,7 @@ are hidden in a subprocess by an import hook, so the test runs here with all of 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -40,7 +41,19 @@ SHIM = textwrap.dedent("""
 
     sys.meta_path.insert(0, Hide())
     from edgekit.cli import main
-    sys.exit(main(sys.argv[3:]))
+    if sys.argv[3] != "--each":
+        sys.exit(main(sys.argv[3:]))
+    import contextlib, io, json  # --each JSON: one interpreter runs every command line, reports each
+    results = []
+    for argv in json.loads(sys.argv[4]):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as e:
+                code = e.code
+        results.append([code, out.getvalue(), err.getvalue()])
+    print(json.dumps(results))
 """)
 
 
@@ -70,12 +83,22 @@ def test_every_command_is_enumerated():
             "compare", "camera", "demo"} <= names
 
 
-@pytest.mark.parametrize("cmd", [(), *COMMANDS], ids=lambda c: " ".join(c) or "edgekit")
-def test_help_without_optional_libraries(tmp_path, cmd):
-    p = run_hidden([*cmd, "--help"], tmp_path)
+@pytest.fixture(scope="module")
+def helps(tmp_path_factory) -> dict[tuple[str, ...], tuple[int, str, str]]:
+    """Every command's --help, all in one interpreter with the libraries hidden (a fresh one per command
+    would cost a second each)."""
+    cmds = [(), *COMMANDS]
+    p = run_hidden(["--each", json.dumps([[*c, "--help"] for c in cmds])], tmp_path_factory.mktemp("help"))
     assert p.returncode == 0, p.stderr
-    assert p.stdout.startswith(f"usage: edgekit {' '.join(cmd)}".rstrip()), p.stdout[:200]
-    assert "Traceback" not in p.stderr
+    return dict(zip(cmds, map(tuple, json.loads(p.stdout.splitlines()[-1]))))
+
+
+@pytest.mark.parametrize("cmd", [(), *COMMANDS], ids=lambda c: " ".join(c) or "edgekit")
+def test_help_without_optional_libraries(helps, cmd):
+    code, out, err = helps[cmd]
+    assert code == 0, err
+    assert out.startswith(f"usage: edgekit {' '.join(cmd)}".rstrip()), out[:200]
+    assert "Traceback" not in err
 
 
 def test_info_without_optional_libraries(tmp_path):
