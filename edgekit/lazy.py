@@ -15,7 +15,7 @@ from edgekit.errors import EdgekitError
 # What to install, per module: pip's wheels elsewhere, JetPack's packages on a Jetson (README, "On a Jetson").
 INSTALL_HINTS = {
     "cv2": "pip install 'edgekit[runtime]' (opencv-python); on a Jetson use JetPack's OpenCV, which has "
-           "GStreamer (sudo apt install nvidia-opencv; a venv made with --system-site-packages sees it; it needs "
+           "GStreamer (sudo apt install libopencv-python; a venv made with --system-site-packages sees it; it needs "
            "numpy < 2: pip install 'numpy<2')",
 }
 

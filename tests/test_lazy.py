@@ -31,5 +31,5 @@ def test_missing_module_names_the_install():
 
 def test_missing_cv2_names_jetpacks_opencv(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", None)  # "import cv2" now raises ImportError
-    with pytest.raises(EdgekitError, match=r"cv2 cannot be imported.*nvidia-opencv.*numpy<2"):
+    with pytest.raises(EdgekitError, match=r"cv2 cannot be imported.*libopencv-python.*numpy<2"):
         lazy_import("cv2").imread

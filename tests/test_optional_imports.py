@@ -124,4 +124,4 @@ def test_a_command_that_needs_opencv_says_how_to_get_it(tmp_path):
     assert p.returncode == 2, p.stdout + p.stderr
     assert "Traceback" not in p.stderr
     err = p.stderr.strip().splitlines()[-1]
-    assert err.startswith("edgekit: error: cv2 cannot be imported") and "nvidia-opencv" in err
+    assert err.startswith("edgekit: error: cv2 cannot be imported") and "libopencv-python" in err
