@@ -37,7 +37,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     rows.append(("onnxruntime", f"{ort['version']} ({ort['package']}), providers: "
                  f"{', '.join(facts['onnxruntime_providers'])}" if ort else "not installed"))
     for name in ("tensorrt", "cuda-python", "pycuda", "tinygrad", "ultralytics"):
-        rows.append((name, libs[name] or "not installed"))
+        value = libs[name] or "not installed"
+        if name == "tinygrad" and not libs[name] and sys.version_info < (3, 11):  # JetPack 6's Python 3.10
+            value += " (needs Python >= 3.11: a 3.11 venv and bench --tinygrad-python, README 'On a Jetson')"
+        rows.append((name, value))
     gst = {True: "yes", False: "no (pip wheels lack it: csi:// needs JetPack's OpenCV)", None: "?"}[
         facts["opencv_gstreamer"]]
     rows.append(("opencv", f"{libs['opencv'] or 'not installed'}, GStreamer: {gst}"))

@@ -125,3 +125,18 @@ def test_a_command_that_needs_opencv_says_how_to_get_it(tmp_path):
     assert "Traceback" not in p.stderr
     err = p.stderr.strip().splitlines()[-1]
     assert err.startswith("edgekit: error: cv2 cannot be imported") and "libopencv-python" in err
+
+
+def test_info_on_python310_says_where_tinygrad_goes(monkeypatch, capsys):
+    """JetPack 6's Python 3.10 cannot have tinygrad 0.14: info says what to do instead of just 'not installed'."""
+    import argparse as ap
+
+    from edgekit import cli, platform
+
+    facts = platform.info()
+    facts["libraries"] = {**facts["libraries"], "tinygrad": None}
+    monkeypatch.setattr(platform, "info", lambda: facts)
+    monkeypatch.setattr(sys, "version_info", (3, 10, 12, "final", 0))
+    assert cli.cmd_info(ap.Namespace(json=False)) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("tinygrad"))
+    assert "needs Python >= 3.11" in line and "--tinygrad-python" in line
