@@ -38,9 +38,13 @@ class LazyModule(types.ModuleType):
         return getattr(real, attr)
 
 
+_LAZY: dict[str, LazyModule] = {}
+
+
 def lazy_import(name: str) -> Any:
-    """A module object for `name` that imports it on first attribute access."""
-    return LazyModule(name)
+    """A module object for `name` that imports it on first attribute access; one per name, shared by every
+    edgekit module (a test that patches `edgekit.x.cv2.f` patches it for all of them, as with the real module)."""
+    return _LAZY.setdefault(name, LazyModule(name))
 
 
 def load(name: str) -> types.ModuleType:

@@ -10,7 +10,7 @@ from edgekit.lazy import LazyModule, lazy_import
 
 
 def test_first_attribute_imports_the_real_module():
-    mod = lazy_import("json")
+    mod = LazyModule("json")
     assert isinstance(mod, LazyModule) and "dumps" not in mod.__dict__
     assert mod.dumps([1]) == "[1]"
     assert mod.__dict__["dumps"] is sys.modules["json"].dumps  # later reads are plain lookups
@@ -32,4 +32,11 @@ def test_missing_module_names_the_install():
 def test_missing_cv2_names_jetpacks_opencv(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", None)  # "import cv2" now raises ImportError
     with pytest.raises(EdgekitError, match=r"cv2 cannot be imported.*libopencv-python.*numpy<2"):
-        lazy_import("cv2").imread
+        LazyModule("cv2").imread  # a fresh stand-in: the shared one may have loaded cv2 already
+
+
+def test_one_stand_in_per_module_name():
+    from edgekit.camera import sources
+    from edgekit.vision import preprocess
+
+    assert lazy_import("cv2") is sources.cv2 is preprocess.cv2
