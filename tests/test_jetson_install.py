@@ -233,7 +233,7 @@ def test_every_named_wheel_exists_for_python310_on_aarch64(tmp_path):
                         "--abi", "none", "-q", *reqs],
                        capture_output=True, text=True, timeout=600)
     if p.returncode and re.search(r"NewConnectionError|Temporary failure in name resolution|Network is unreachable|"
-                                  r"ProxyError|Read timed out|Could not fetch URL",
+                                  r"ProxyError|Read timed out",
                                   p.stdout + p.stderr):
         pytest.skip("the package registry is not reachable from here")
     assert p.returncode == 0, p.stderr[-2000:]
