@@ -37,10 +37,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     rows.append(("onnxruntime", f"{ort['version']} ({ort['package']}), providers: "
                  f"{', '.join(facts['onnxruntime_providers'])}" if ort else "not installed"))
     for name in ("tensorrt", "cuda-python", "pycuda", "tinygrad", "ultralytics"):
-        rows.append((name, libs[name] or "not installed"))
+        value = libs[name] or "not installed"
+        if name == "tinygrad" and not libs[name] and sys.version_info < (3, 11):  # JetPack 6's Python 3.10
+            value += " (needs Python >= 3.11: a 3.11 venv and bench --tinygrad-python, README 'On a Jetson')"
+        rows.append((name, value))
     gst = {True: "yes", False: "no (pip wheels lack it: csi:// needs JetPack's OpenCV)", None: "?"}[
         facts["opencv_gstreamer"]]
     rows.append(("opencv", f"{libs['opencv'] or 'not installed'}, GStreamer: {gst}"))
+    for name, why in facts.get("import_errors", {}).items():  # installed but broken: say so, do not crash
+        numpy_hint = " (JetPack's cv2 is built on numpy 1.x: pip install 'numpy<2')" if "numpy" in why.lower() else ""
+        rows.append((f"{name} import", f"FAILS: {why}{numpy_hint}"))
     rows.append(("clang (tinygrad CPU)", facts["clang"] or "not found"))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
@@ -174,13 +180,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from edgekit.profile.matrix import BenchConfig, run_matrix
-    from edgekit.profile.report import markdown, write_report
+    from edgekit.profile.report import PLOTS, markdown, plots_available, write_report
 
     cfg = dataclass_from_args(BenchConfig, args)
     report = run_matrix(cfg)
     dest = write_report(report, cfg.out or f"{cfg.model_dir}/bench")
-    print(markdown(report).split("\n\n", 1)[1].rsplit("\n\n![", 1)[0])
-    print(f"\nreport: {dest} (and bench.json, bench.csv, latency.png, accuracy_latency.png, memory.png)")
+    plots = plots_available()
+    print(markdown(report, plots=plots).split("\n\n", 1)[1].rsplit("\n\n![", 1)[0])
+    print(f"\nreport: {dest} (and bench.json, bench.csv{''.join(', ' + p for p in PLOTS) if plots else ''})")
     if report["task"] == "detect" and cfg.ultralytics:  # ultralytics' own numbers for the same model, beside
         from edgekit.profile.ultralytics import NAME, markdown as ul_markdown, run_ultralytics_benchmark
 

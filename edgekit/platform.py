@@ -124,20 +124,33 @@ def libraries() -> dict[str, Any]:
 
 
 def ort_providers() -> list[str]:
-    if not module_present("onnxruntime"):
-        return []
-    import onnxruntime
-
-    return list(onnxruntime.get_available_providers())
+    ort, _ = try_import("onnxruntime")
+    return list(ort.get_available_providers()) if ort else []
 
 
 def opencv_gstreamer() -> bool | None:
-    if not module_present("cv2"):
+    cv2, _ = try_import("cv2")
+    if cv2 is None:
         return None
-    import cv2
-
     m = re.search(r"GStreamer:\s*(\w+)", cv2.getBuildInformation())
     return bool(m and m.group(1).upper() == "YES")
+
+
+def try_import(name: str) -> tuple[Any, str | None]:
+    """(module, None); (None, None) when it is not installed; (None, why) when it is installed but does not
+    import: JetPack's cv2 4.8 (built on numpy 1.x) under numpy 2 is the usual one on a Jetson."""
+    if not module_present(name):
+        return None, None
+    try:
+        return importlib.import_module(name), None
+    except ImportError as e:
+        return None, f"{type(e).__name__}: {e}".splitlines()[0]
+
+
+def import_errors() -> dict[str, str]:
+    """The installed libraries edgekit drives that fail to import, with the first line of why."""
+    errors = {n: try_import(n)[1] for n in ("cv2", "onnxruntime")}
+    return {n: e for n, e in errors.items() if e}
 
 
 @lru_cache(maxsize=1)
@@ -153,6 +166,7 @@ def info() -> dict[str, Any]:
     s["onnxruntime_providers"] = ort_providers()
     s["opencv_gstreamer"] = opencv_gstreamer()
     s["clang"] = shutil.which("clang")
+    s["import_errors"] = import_errors()
     return s
 
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import cv2
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.lazy import lazy_import
 from edgekit.profile.timer import Timer
 from edgekit.runners.base import Runner
 from edgekit.vision import detect as yolo
 from edgekit.manifest import InputSpec
 from edgekit.vision.preprocess import preprocess_classify, resize_crop, to_bgr
+
+cv2 = lazy_import("cv2")  # imported on first use: `edgekit --help` and `info` work without OpenCV
 
 
 CROP_PAD = 0.1  # added to each side of a detection box, as a fraction of its longer side: a little context

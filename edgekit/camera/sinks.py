@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import cv2
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.lazy import lazy_import
+
+cv2 = lazy_import("cv2")  # imported on first use: `edgekit --help` and `info` work without OpenCV
 
 VIDEO_EXTS = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".mov": "mp4v"}
 

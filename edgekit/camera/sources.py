@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import cv2
 import numpy as np
 
 from edgekit.data.imagefolder import IMAGE_EXTS, read_image
 from edgekit.errors import EdgekitError
+from edgekit.lazy import lazy_import
+
+cv2 = lazy_import("cv2")  # imported on first use: `edgekit --help` and `info` work without OpenCV
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +140,9 @@ class FrameSource:
         elif self.spec.kind == "csi":
             if not has_gstreamer():
                 raise EdgekitError("csi:// needs OpenCV built with GStreamer: pip's opencv-python has none. On Jetson, "
-                                   "use JetPack's OpenCV (python3-opencv) in a venv made with --system-site-packages, "
-                                   "and pip uninstall opencv-python")
+                                   "use JetPack's OpenCV 4.8 (sudo apt install libopencv-python; Ubuntu's python3-opencv is "
+                                   "another build) in a venv made with --system-site-packages, and pip uninstall "
+                                   "opencv-python opencv-python-headless")
             o = self.opt
             cap = cv2.VideoCapture(csi_pipeline(self.spec.target, o.width, o.height, o.fps, o.flip), cv2.CAP_GSTREAMER)
         elif self.spec.kind == "v4l2":

@@ -29,11 +29,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edgekit.errors import EdgekitError, unknown_choice
 from edgekit.fileio import atomic_dir
+from edgekit.lazy import lazy_import
+
+cv2 = lazy_import("cv2")  # imported on first use: `edgekit --help` and `info` work without OpenCV
 
 log = logging.getLogger(__name__)
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edgekit.data.digits_detect import INK, VIDEO_INK, DigitsDetectConfig, digit_alpha, paste
 from edgekit.errors import EdgekitError
+from edgekit.lazy import lazy_import
+
+cv2 = lazy_import("cv2")  # imported on first use: `edgekit --help` and `info` work without OpenCV
 
 
 def cover(frame: np.ndarray, wh: tuple[int, int]) -> np.ndarray:

@@ -6,10 +6,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.lazy import lazy_import
+
+cv2 = lazy_import("cv2")  # imported on first use: `edgekit --help` and `info` work without OpenCV
 
 log = logging.getLogger(__name__)
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}

@@ -8,12 +8,14 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_dir
+from edgekit.lazy import lazy_import
 from edgekit.zoo import packaged_file
+
+cv2 = lazy_import("cv2")  # imported on first use: `edgekit --help` and `info` work without OpenCV
 
 SPLIT = {"train": 350, "val": 50, "heldout": 100}
 SEED = 20240501

@@ -45,6 +45,7 @@ class BenchConfig:
     out: str = ""  # report folder; empty: <model_dir>/bench
     skip: str = ""  # backend/precision pairs left out, comma-separated (e.g. tinygrad/fp16): listed as skipped
     ultralytics: bool = True  # detectors: also run ultralytics' own benchmark/val on the same model and images
+    tinygrad_python: str = ""  # Python for tinygrad runs: JetPack 6 has 3.10, tinygrad >= 3.11 (README); empty: this
 
 
 def _split(text: str, allowed: tuple[str, ...], kind: str) -> list[str]:
@@ -87,6 +88,7 @@ def run_matrix(cfg: BenchConfig) -> dict[str, Any]:
         batches = [int(b) for b in cfg.batch.split(",") if b.strip()]
     except ValueError:
         raise EdgekitError(f"--batch takes comma-separated integers, got '{cfg.batch}'") from None
+    _check_python(cfg.tinygrad_python)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:
         rows = _run_all(cfg, manifest, backends, precisions, batches, Path(tmp))
@@ -136,7 +138,8 @@ def _spawn(cfg: BenchConfig, backend: str, precision: str, batch: int, shared: d
     (work / f"{tag}.spec.json").write_text(json.dumps(spec))
     out = work / f"{tag}.json"
     try:
-        p = subprocess.run([sys.executable, "-m", "edgekit.profile.worker", str(work / f"{tag}.spec.json"), str(out)],
+        python = cfg.tinygrad_python if backend == "tinygrad" and cfg.tinygrad_python else sys.executable
+        p = subprocess.run([python, "-m", "edgekit.profile.worker", str(work / f"{tag}.spec.json"), str(out)],
                            capture_output=True, text=True, timeout=cfg.timeout, env={**os.environ})
     except subprocess.TimeoutExpired:
         return {"ok": False, "error": f"timed out after {cfg.timeout} s"}
@@ -182,6 +185,12 @@ def _score(rows: list[dict], manifest: Manifest, targets: Any, reference: str) -
         got = outputs[id(r)]
         r["parity"] = {"reference": name, **hooks.parity(base, got)} if got.shape == base.shape else \
             {"reference": name, "error": f"output shape {list(got.shape)}, reference {list(base.shape)}"}
+
+
+def _check_python(python: str) -> None:
+    if python and not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        raise EdgekitError(f"--tinygrad-python {python} is not an executable Python: give the python of a 3.11 "
+                           "venv with edgekit and tinygrad installed (README, 'On a Jetson')")
 
 
 def _skipped(cfg: BenchConfig) -> set[str]:

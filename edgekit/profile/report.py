@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
 from edgekit.fileio import atomic_path, atomic_write_json, atomic_write_text
+from edgekit.platform import module_present
 from edgekit.profile.tasks import bench_task
+
+log = logging.getLogger(__name__)
+PLOTS = ("latency.png", "accuracy_latency.png", "memory.png")
+# matplotlib is in the train and jetson extras; a device installed without it still gets its tables
+NO_PLOTS = "No plots: matplotlib is not installed here (pip install 'matplotlib>=3.7' and rerun for the PNGs)."
 
 LATENCY_COLUMNS = ["backend", "precision", "batch", "status", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "n",
                    "p50_spread_ms", "e2e_p50_ms", "throughput_ips", "cold_start_s", "peak_rss_mb", "power_mw",
@@ -38,7 +45,7 @@ def flat_row(r: dict[str, Any], task: str = "classify") -> dict[str, Any]:
     }
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: dict[str, Any], plots: bool = True) -> str:
     task = bench_task(report.get("task", "classify"))
     rows = [flat_row(r, task.task) for r in report["results"]]
     m = report["machine"]
@@ -73,6 +80,8 @@ def markdown(report: dict[str, Any]) -> str:
                if r["status"] != "ok"]
     if skipped:
         body += "\n\nNot run here:\n" + "\n".join(skipped)
+    if not plots:
+        return head + body + "\n\n" + NO_PLOTS + "\n"
     return head + body + "\n\n![latency](latency.png) ![accuracy vs latency](accuracy_latency.png) ![memory](memory.png)\n"
 
 
@@ -99,9 +108,17 @@ def write_report(report: dict[str, Any], folder: str | Path) -> Path:
     w.writeheader()
     w.writerows(flat_row(r, task) for r in report["results"])
     atomic_write_text(folder / "bench.csv", buf.getvalue())
-    atomic_write_text(folder / "bench.md", markdown(report))
-    plot_all(report, folder)
+    plots = plots_available()
+    atomic_write_text(folder / "bench.md", markdown(report, plots=plots))
+    if plots:
+        plot_all(report, folder)
+    else:
+        log.warning("%s", NO_PLOTS)
     return folder / "bench.md"
+
+
+def plots_available() -> bool:
+    return module_present("matplotlib")
 
 
 def plot_all(report: dict[str, Any], folder: Path) -> None:

@@ -13,12 +13,14 @@ from edgekit.runners.base import Runner
 # backend -> (module, class, what to install when the import fails)
 _REGISTRY = {
     "torch": ("edgekit.runners.torch", "TorchRunner", "pip install 'edgekit[train]' (torch, torchvision)"),
-    "onnxrt": ("edgekit.runners.onnxrt", "OnnxrtRunner", "pip install 'edgekit[runtime]' (onnxruntime; "
-               "onnxruntime-gpu on Jetson)"),
-    "trt": ("edgekit.runners.trt", "TrtRunner", "TensorRT comes with JetPack on Jetson (python3-libnvinfer) and "
-            "cuda-python: pip install 'cuda-python<13'"),
+    "onnxrt": ("edgekit.runners.onnxrt", "OnnxrtRunner", "pip install 'edgekit[runtime]' (onnxruntime); on a "
+               "Jetson onnxruntime-gpu: pip install --index-url https://pypi.jetson-ai-lab.io/jp6/cu126 "
+               "'edgekit[jetson]'"),
+    "trt": ("edgekit.runners.trt", "TrtRunner", "TensorRT comes with JetPack (python3-libnvinfer; a venv needs "
+            "--system-site-packages to see it) and cuda-python: pip install 'edgekit[jetson]'"),
     "tinygrad": ("edgekit.runners.tinygrad", "TinygradRunner", "pip install 'edgekit[tinygrad]' (tinygrad 0.14, "
-                 "Python >= 3.11; its CPU backend also needs clang: apt-get install clang)"),
+                 "Python >= 3.11: on JetPack 6's 3.10 give it a 3.11 venv and bench --tinygrad-python, README 'On a "
+                 "Jetson'; its CPU backend also needs clang: apt-get install clang)"),
 }
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.lazy import lazy_import
+
+cv2 = lazy_import("cv2")  # imported on first use: `edgekit --help` and `info` work without OpenCV
 
 PAD_VALUE = 114
 MAX_WH = 7680  # class offset for class-aware NMS, as ultralytics

@@ -7,19 +7,33 @@ from __future__ import annotations
 
 import functools
 
-import cv2
 import numpy as np
+
+from edgekit.lazy import lazy_import
+
+cv2 = lazy_import("cv2")  # imported on first draw: `edgekit --help` and `info` work without OpenCV
 
 _PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
             (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0)]
-FONT, SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.45
+FONT, SCALE = 0, 0.45  # 0: cv2.FONT_HERSHEY_SIMPLEX (a literal, so importing this module needs no OpenCV)
 WHITE = (255, 255, 255)
-TEXT_H = cv2.getTextSize("0", FONT, SCALE, 1)[0][1]  # the font's cap height: the same for every text
 HUD_X, HUD_Y, HUD_DY = 8, 18, 16  # first HUD line's baseline origin, line pitch
 
 
 def color(i: int) -> tuple[int, int, int]:
     return _PALETTE[int(i) % len(_PALETTE)]
+
+
+@functools.lru_cache(maxsize=1)
+def text_height() -> int:
+    """The font's cap height: the same for every text (OpenCV 4.x and 5.x fonts differ, so it is measured)."""
+    return cv2.getTextSize("0", FONT, SCALE, 1)[0][1]
+
+
+def __getattr__(name: str) -> int:  # TEXT_H, measured on first use (PEP 562)
+    if name == "TEXT_H":
+        return text_height()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -37,8 +51,9 @@ def draw_objects(frame: np.ndarray, objects: list[dict]) -> None:
         text = f"{o['det_class']} {o['det_score']:.2f}"
         if "label" in o:
             text = f"{o['label']} {o['label_score']:.2f} | " + text
-        ty = y1 - 4 if y1 - TEXT_H - 6 >= 0 else y2 + TEXT_H + 4
-        cv2.rectangle(frame, (x1, ty - TEXT_H - 3), (x1 + text_width(text) + 2, ty + 3), c, -1)
+        th = text_height()
+        ty = y1 - 4 if y1 - th - 6 >= 0 else y2 + th + 4
+        cv2.rectangle(frame, (x1, ty - th - 3), (x1 + text_width(text) + 2, ty + 3), c, -1)
         cv2.putText(frame, text, (x1 + 1, ty), FONT, SCALE, WHITE, 1, cv2.LINE_AA)
 
 
@@ -51,7 +66,7 @@ def hud_box(stages: tuple[str, ...]) -> tuple[int, int, int, int]:
     """(x1, y1, x2, y2) of the HUD panel for these stage names, wide enough for times up to 9999.9 ms (all
     digits have the same width in this font), so it neither depends on this frame's numbers nor jitters."""
     w = max(text_width(line) for line in hud_lines(888.8, dict.fromkeys(stages, 8888.8)))
-    return HUD_X - 4, HUD_Y - TEXT_H - 4, HUD_X + w + 4, HUD_Y + HUD_DY * len(stages) + 6
+    return HUD_X - 4, HUD_Y - text_height() - 4, HUD_X + w + 4, HUD_Y + HUD_DY * len(stages) + 6
 
 
 def draw_hud(frame: np.ndarray, fps: float, stage_ms: dict[str, float]) -> None:

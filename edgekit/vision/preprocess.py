@@ -2,11 +2,13 @@
 training, export checks and every runner share one definition."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from edgekit.errors import EdgekitError
+from edgekit.lazy import lazy_import
 from edgekit.manifest import InputSpec
+
+cv2 = lazy_import("cv2")  # imported on first use: `edgekit --help` and `info` work without OpenCV
 
 
 def to_bgr(img: np.ndarray) -> np.ndarray:

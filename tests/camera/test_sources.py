@@ -58,7 +58,7 @@ def test_csi_pipeline_is_a_jetson_argus_pipeline():
 
 def test_csi_without_gstreamer_names_the_fix(monkeypatch):
     monkeypatch.setattr("edgekit.camera.sources.has_gstreamer", lambda: False)
-    with pytest.raises(EdgekitError, match="GStreamer.*JetPack's OpenCV"):
+    with pytest.raises(EdgekitError, match="GStreamer.*JetPack's OpenCV 4.8 .sudo apt install libopencv-python"):
         FrameSource("csi://0").open()
 
 

@@ -87,3 +87,12 @@ def test_hud_on_a_frame_smaller_than_the_panel():
 def test_text_width_is_opencvs():
     for text in ("3 0.54 | digit 0.89", "detect 108.4 ms", ""):
         assert text_width(text) == cv2.getTextSize(text, FONT, SCALE, 1)[0][0]
+
+
+def test_font_constants_are_opencvs():
+    """FONT is a literal (importing draw needs no OpenCV) and TEXT_H is measured with the OpenCV installed
+    (4.x and 5.x fonts differ in height)."""
+    from edgekit.vision import draw
+
+    assert FONT == cv2.FONT_HERSHEY_SIMPLEX
+    assert TEXT_H == draw.TEXT_H == cv2.getTextSize("0", cv2.FONT_HERSHEY_SIMPLEX, SCALE, 1)[0][1]
