@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,15 @@ def model_info(runner: Any) -> dict[str, Any] | None:
 
 
 def utc_iso(wall_ns: int) -> str:
-    """Wall-clock nanoseconds since the epoch -> ISO 8601 UTC with microseconds and a Z."""
-    return datetime.fromtimestamp(wall_ns // 1000 / 1e6, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Wall-clock nanoseconds since the epoch -> ISO 8601 UTC with microseconds and a Z (integer arithmetic:
+    exact; the date part is formatted once per second)."""
+    sec, us = divmod(wall_ns // 1000, 1_000_000)
+    return f"{_utc_second(sec)}.{us:06d}Z"
+
+
+@lru_cache(maxsize=4)
+def _utc_second(sec: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
 
 
 class RecordMaker:
