@@ -47,7 +47,7 @@ class HttpViewSink(Sink):
         self.host, self.port, self.max_viewers, self.quality = host, port, max_viewers, quality
         self.name = f"http://{host}:{port}"
         self.frame_stages, self.encoder_nice, self.write_timeout = frame_stages, encoder_nice, write_timeout
-        self.frames = self.encoded = self.replaced = self.refused = 0
+        self.frames = self.encoded = self.replaced = self.refused = self.dropped = 0
         self.viewers = 0  # streams being served now
         self._wanted = 0  # /frame.jpg requests waiting for a frame
         self._times: deque[float] = deque(maxlen=WINDOW)
@@ -193,6 +193,7 @@ class HttpViewSink(Sink):
             "jpeg_p50_ms": round(statistics.median(self._encode_ns) / 1e6, 3) if self._encode_ns else None,
             "rss_mb": round(rss_mb(), 1), "viewers": self.viewers, "max_viewers": self.max_viewers,
             "encoded": self.encoded, "replaced_before_encoding": self.replaced, "refused_viewers": self.refused,
+            "dropped_viewers": self.dropped,
         }
 
 
@@ -237,7 +238,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._stream()
             else:
                 self.send_error(HTTPStatus.NOT_FOUND, "the live view has /, /stream, /stats and /frame.jpg")
-        except (ConnectionError, TimeoutError, OSError):  # the viewer went away or stopped reading
+        except TimeoutError:  # the viewer stopped reading: its socket made no progress for write_timeout
+            self.server.sink.dropped += 1
+            self.close_connection = True
+        except OSError:  # the viewer went away (mid-frame too) or the server is closing
             self.close_connection = True
 
     def _send(self, status: HTTPStatus, ctype: str, body: bytes) -> None:
@@ -281,10 +285,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if got is None:
                     continue
                 seq, jpg = got
-                self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpg)}\r\n\r\n"
-                                 .encode())
-                self.wfile.write(jpg)
-                self.wfile.write(b"\r\n")
+                head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpg)}\r\n\r\n".encode()
+                self.wfile.write(b"".join((head, jpg, b"\r\n")))  # one send per frame: one GIL release, not 3
         finally:
             sink.leave()
             self.close_connection = True

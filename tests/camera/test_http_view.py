@@ -187,6 +187,7 @@ def test_a_viewer_that_stops_reading_is_dropped_after_the_write_timeout():
             return sink.viewers == 0
 
         wait_for(written_until_dropped, "the stalled viewer to be dropped", 60)
+        assert sink.stats()["dropped_viewers"] == 1
     finally:
         sink.close()
         stalled.close()
