@@ -11,9 +11,10 @@ classifying each whole frame. Variants, interleaved, one run each per round: `no
 alone), `http_idle` (the http:// output, nobody watching) and `http_4viewers` (the http:// output with 3
 viewers reading the MJPEG stream as fast as they can and 1 that connects and never reads, all in another
 process, as browsers would be; the stalled one is dropped by the server once its socket has made no progress
-for 10 s, as designed: `last_stats.dropped_viewers`). Loop FPS per run = frames / time from the end of the first --warmup frames to
-the end of the last (decode included). Ratio = http_4viewers / none, per round; the floor (issue #14): the
-median ratio >= 0.95. The viewers' process reports how many frames each viewer got and the page's /stats.
+for 10 s, as designed: `last_stats.dropped_viewers`). Loop FPS per run = frames / time from the end of the
+first --warmup frames to the end of the last (decode included). Ratio = http_4viewers / none, per round; the
+floor (issue #14): the median ratio >= 0.95. The viewers' process reports how many frames each viewer got and
+the page's last /stats.
 """
 from __future__ import annotations
 

