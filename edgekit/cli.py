@@ -234,20 +234,23 @@ def add_camera_args(p: argparse.ArgumentParser) -> None:
 def cmd_camera(args: argparse.Namespace) -> int:
     from edgekit.camera.loop import CameraConfig, run_camera
 
-    r = run_camera(dataclass_from_args(CameraConfig, args))
+    cfg = dataclass_from_args(CameraConfig, args)
+    r = run_camera(cfg)
+    # with `-` (records on stdout) the summary joins the logs on stderr, so stdout stays pure JSON lines
+    out = sys.stderr if "-" in cfg.output else sys.stdout
     st = r["stages_ms"]
     stages = ", ".join(f"{k} {v['p50_ms']:.2f}" for k, v in st.items() if k not in ("frame",))
     print(f"{r['frames']} frames from {r['source']} in {r['seconds']:.1f} s ({r['fps']:.1f} FPS)"
           f"{' (interrupted)' if r['interrupted'] else ''}; p50 ms: {stages}; dropped {r['capture']['dropped']}, "
-          f"reconnects {r['capture']['reconnects']}; RSS peak {r['rss']['peak_mb']:.0f} MB")
+          f"reconnects {r['capture']['reconnects']}; RSS peak {r['rss']['peak_mb']:.0f} MB", file=out)
     if "accuracy" in r:
-        print(accuracy_line(r["accuracy"]))
+        print(accuracy_line(r["accuracy"]), file=out)
     if "same_as" in r:
         m = r["same_as"]
         print(f"results {'the same as' if m['same'] else 'DIFFERENT from'} {m['file']}: {m['frames']} frames, "
               f"{m['objects']} objects, {m['differing_frames']} differing, smallest box IoU {m['min_iou']}"
               + (f"; first difference: frame {m['first_difference']['frame']}, {m['first_difference']['why']}"
-                 if m["first_difference"] else ""))
+                 if m["first_difference"] else ""), file=out)
     return 0
 
 
@@ -346,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("camera", help="camera/video loop: detect, classify each detection, draw, write",
                        description="edgekit camera INPUT [OUTPUT ...] --detector DIR --classifier DIR. INPUT: "
                        "csi://0, /dev/video0, rtsp://..., a video file, an image folder or glob. OUTPUT: "
-                       "display://0, a video file, a .jsonl file of results, a folder for frames.")
+                       "display://0, a video file, a .jsonl file of results, a folder for frames (ending in /), "
+                       "- (results as JSON lines on stdout), http://127.0.0.1:8080 (live view in a browser).")
     add_camera_args(s)
     s.set_defaults(func=cmd_camera)
 

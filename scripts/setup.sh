@@ -23,6 +23,16 @@ if ! command -v clang >/dev/null 2>&1; then
   fi
 fi
 
+# Headless Chromium: the live-view test (tests/camera/test_http_view.py) screenshots the page; skipped without it.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "edgekit setup: could not install chromium; the live-view browser test will be skipped" >&2
+  else
+    echo "edgekit setup: chromium not found; install it (apt-get install chromium) for the live-view browser test" >&2
+  fi
+fi
+
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 pip install --upgrade pip

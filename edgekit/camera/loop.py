@@ -16,7 +16,9 @@ import numpy as np
 
 from edgekit.camera.accuracy import digit_accuracy, load_truth, read_jsonl, same_results
 from edgekit.camera.pipeline import Pipeline
-from edgekit.camera.sinks import Sink, open_sink
+from edgekit.camera.outputs import check_outputs, open_output
+from edgekit.camera.records import RecordMaker
+from edgekit.camera.sinks import Sink
 from edgekit.camera.sources import CaptureOptions, FrameSource
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_write_json
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class CameraConfig:
     input: str = ""  # csi://0, /dev/video0, rtsp://..., a video file, an image folder or glob
-    output: list[str] = field(default_factory=list)  # display://0, out.mp4, frames/, results.jsonl (repeatable)
+    output: list[str] = field(default_factory=list)  # display://0, out.mp4, frames/, results.jsonl, -, http://HOST:PORT
     detector: str = ""  # YOLO model directory (manifest.json)
     classifier: str = ""  # classifier model directory, run on each detection (or the whole frame)
     det_backend: str = "onnxrt"  # torch | onnxrt | trt | tinygrad
@@ -54,6 +56,7 @@ class CameraConfig:
     threads: int = 0  # CPU threads per runner; 0 = the runtime's default
     truth: str = ""  # ground truth per frame (digits-detect's video/digits.jsonl): digit accuracy in the report
     same_as: str = ""  # another run's results .jsonl (say, another backend's): whether this run's are the same
+    http_viewers: int = 4  # live view (http:// output): most streams at once; more get HTTP 503
 
 
 def open_runner(model_dir: str, backend: str, precision: str, device: str, threads: int):
@@ -85,6 +88,7 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
     if not cfg.input:
         raise EdgekitError("no input: pass a camera URI, a video file or an image folder")
     outputs = [o for o in cfg.output if not (cfg.headless and o.startswith("display://"))]
+    specs = check_outputs(outputs)  # every output understood before anything is opened or written
     truth = load_truth(cfg.truth) if cfg.truth else None  # read first: a wrong path fails before the models load
     reference = read_jsonl(cfg.same_as, "--same-as results") if cfg.same_as else None
     keep = truth is not None or reference is not None
@@ -108,8 +112,11 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
             if cfg.classifier else None
         runners.append(cls)
         pipeline = Pipeline(det, cls, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det)
+        make_record = RecordMaker(source.name, det, cls)
         source.open()
-        sinks = [open_sink(o, source.fps) for o in outputs]
+        for spec in specs:  # one at a time: those opened before a failing one are still closed below
+            sinks.append(open_output(spec, source.fps, max_viewers=cfg.http_viewers,
+                                     frame_stages=lambda: timer.frame_ns))
         # overlays: drawn in the loop for sinks that show or save the loop's frame as it is (display, image
         # files); handed to the sinks that copy the frame and draw on their own thread (video), when only those
         # want frames: then drawing costs the loop nothing
@@ -124,6 +131,7 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
             frame = next(it, None)
             if frame is None:
                 break
+            captured = make_record.now()
             timer.add("capture", time.perf_counter_ns() - t0)
             t_frame = time.perf_counter_ns()
             frame = _normalise(frame)
@@ -136,7 +144,7 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
             elif draw_later:
                 overlay = partial(_overlay, objects=objects, fps=fps_ema, stage_ms=_last_ms(timer))
             with timer("write"):
-                record = {"frame": frames, "objects": objects}
+                record = make_record(frames, objects, captured)
                 for s in sinks:
                     s.write(frame, record, overlay if s.draws_later else None)
             if keep:

@@ -1,4 +1,5 @@
-"""Where annotated frames and results go: `display://0`, a video file, an image folder, JSON lines.
+"""Where annotated frames and results go: `display://0`, a video file, an image folder, JSON lines (which
+URI is which: outputs.py).
 Files are written under a temporary name and renamed when closed, so an interrupted run still leaves a
 playable video and never a half-written one under the final name."""
 from __future__ import annotations
@@ -197,16 +198,3 @@ class DisplaySink(Sink):
     def close(self) -> None:
         cv2.destroyWindow(self.title)
 
-
-def open_sink(uri: str, fps: float) -> Sink:
-    if uri.startswith("display://"):
-        return DisplaySink()
-    p = Path(uri)
-    if p.suffix.lower() in VIDEO_EXTS:
-        return VideoSink(uri, fps)
-    if p.suffix.lower() in (".jsonl", ".ndjson"):
-        return JsonlSink(uri)
-    if p.suffix == "" or p.is_dir() or uri.endswith("/"):
-        return ImageSequenceSink(uri)
-    raise EdgekitError(f"output '{uri}': use display://0, a video file ({', '.join(VIDEO_EXTS)}), a .jsonl file "
-                       "or a folder for an image sequence")

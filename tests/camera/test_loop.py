@@ -77,7 +77,7 @@ def test_image_outputs_get_the_overlays_drawn_in_the_loop(digit_video, model_dir
     saved = {}
     for draw in (True, False):
         out = tmp_path / f"draw_{draw}"
-        rep = run_camera(CameraConfig(input=str(video), output=[str(out / "frames"), str(out / "v.avi")],
+        rep = run_camera(CameraConfig(input=str(video), output=[str(out / "frames") + "/", str(out / "v.avi")],
                                       classifier=str(model_dir), threads=1, max_frames=3, draw=draw))
         assert ("draw" in rep["stages_ms"]) == draw and "draw_on_writer_thread_ms" not in rep
         assert _frames(out / "v.avi") == 3

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from edgekit.camera import sinks
-from edgekit.camera.sinks import JsonlSink, VideoSink, open_sink
+from edgekit.camera.outputs import open_output
+from edgekit.camera.sinks import JsonlSink, VideoSink
 from edgekit.errors import EdgekitError
 
 
@@ -146,7 +147,7 @@ def test_encoder_thread_runs_nicer_than_the_loop(recording, tmp_path):
 
 def test_real_video_round_trip_is_renamed_into_place_when_closed(tmp_path):
     path = tmp_path / "out" / "v.avi"
-    sink = open_sink(str(path), 10)
+    sink = open_output(str(path), 10)
     assert isinstance(sink, VideoSink)
     buf = np.empty((48, 64, 3), np.uint8)
     levels = [20 + 10 * i for i in range(20)]
