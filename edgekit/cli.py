@@ -281,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = s.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     d = dsub.add_parser("mnist5k", help="5,000 real MNIST digits as an ImageFolder (fixed train/val split)")
     d.add_argument("--out", required=True, help="output folder")
-    d.add_argument("--force", action="store_true", help="rebuild even when the folder is complete")
+    d.add_argument("--force", action="store_true", help="rebuild even when the folder is complete (only a folder "
+                   "edgekit made and holding nothing else is replaced)")
     d.set_defaults(func=cmd_data)
     from edgekit.data.digits_detect import DigitsDetectConfig
 
