@@ -213,6 +213,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"| {r['backend']} | {r['precision']} | {p.get('max_abs', float('nan')):.3e} | "
               f"{p.get('max_rel', float('nan')):.3e} | {p.get('min_cosine', float('nan')):.6f} | "
               f"{agree:.2%} | {'' if a is None else f'{a:.2%}'} |")
+    if not any(r["status"] == "ok" for r in report["results"]):  # nothing was compared: not a success
+        print(f"edgekit: no backend/precision of {cfg.model_dir} ran, so nothing was compared (the reasons are in "
+              "the table above)", file=sys.stderr)
+        return 1
     return 0
 
 
