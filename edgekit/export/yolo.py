@@ -13,7 +13,6 @@ helpers that drive ultralytics offline (every network attempt fails fast)."""
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import shutil
 import tempfile
@@ -27,23 +26,9 @@ from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_path
 from edgekit.manifest import Artifact, Manifest, TensorSpec
 from edgekit.platform import machine_summary
+from edgekit.zoo import ultralytics_env  # here for the callers that import it from this module
 
 log = logging.getLogger(__name__)
-
-
-def ultralytics_env(offline: bool = True) -> None:
-    """Environment for ultralytics, set before it is imported: never pip-install at run time, keep its settings
-    file out of the user's home (unless YOLO_CONFIG_DIR is set) and, offline, make every download, hub call,
-    font fetch and update check fail fast."""
-    os.environ.setdefault("YOLO_AUTOINSTALL", "0")
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "edgekit-ultralytics"))
-    if offline:
-        os.environ["YOLO_OFFLINE"] = "1"
-    import ultralytics.utils as uu
-
-    if offline:
-        uu.ONLINE = False  # computed at import: correct it if ultralytics was imported before this call
-    uu.SETTINGS.update(sync=False)  # no analytics
 
 
 def load_yolo(path: str | Path, offline: bool = True):

@@ -138,7 +138,7 @@ def load_yolo_state(weights_path, *, nc: int | None = None) -> torch.nn.Module:
 
 def yolo_model_from_state(weights_path, *, nc: int | None = None) -> torch.nn.Module:
     """ultralytics' DetectionModel (float32, eval, unfused) rebuilt from the weights-only state file."""
-    from edgekit.export.yolo import ultralytics_env
+    from edgekit.zoo import ultralytics_env
 
     state = read_yolo_state(weights_path)
     if nc is not None and int(state["nc"]) != nc:
