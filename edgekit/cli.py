@@ -220,6 +220,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"| {r['backend']} | {r['precision']} | {p.get('max_abs', float('nan')):.3e} | "
               f"{p.get('max_rel', float('nan')):.3e} | {p.get('min_cosine', float('nan')):.6f} | "
               f"{agree:.2%} | {'' if a is None else f'{a:.2%}'} |")
+    if not any(r["status"] == "ok" for r in report["results"]):  # nothing was compared: not a success
+        print(f"edgekit: no backend/precision of {cfg.model_dir} ran, so nothing was compared (the reasons are in "
+              "the table above)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -291,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = s.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     d = dsub.add_parser("mnist5k", help="5,000 real MNIST digits as an ImageFolder (fixed train/val split)")
     d.add_argument("--out", required=True, help="output folder")
-    d.add_argument("--force", action="store_true", help="rebuild even when the folder is complete")
+    d.add_argument("--force", action="store_true", help="rebuild even when the folder is complete (only a folder "
+                   "edgekit made and holding nothing else is replaced)")
     d.set_defaults(func=cmd_data)
     from edgekit.data.digits_detect import DigitsDetectConfig
 

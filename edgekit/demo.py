@@ -152,7 +152,9 @@ def _data(out: Path, plan: DemoPlan) -> Path:
     if built is not None and built != cfg.settings():  # an older demo's data: rebuilt, and its models retrained
         log.info("[demo] %s was built with other settings (an earlier edgekit): rebuilding it and retraining "
                  "the models in %s", data, out / "models")
-        shutil.rmtree(out / "models", ignore_errors=True)
+        for name in ("digit_classifier", "digit_detector"):  # the demo's own model directories, nothing else
+            if (out / "models" / name / "manifest.json").is_file():
+                shutil.rmtree(out / "models" / name)
         cfg = replace(cfg, force=True)
     write_digits_detect(cfg)
     return data

@@ -1,8 +1,10 @@
 """Where pretrained weights come from: files packaged inside registry packages (offline), torchvision or
-ultralytics downloads (online), or a local path. This module only locates files; it imports no torch."""
+ultralytics downloads (online), or a local path; and ultralytics' offline environment. It imports no torch."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,3 +55,18 @@ def packaged_weights(arch: str) -> Path:
                            "use --pretrained torchvision (needs internet), a local file, or none")
     w = PACKAGED[arch]
     return packaged_file(w.package, w.relpath, w.pip_spec)
+
+
+def ultralytics_env(offline: bool = True) -> None:
+    """Environment for ultralytics, set before it is imported: never pip-install at run time, keep its settings
+    file out of the user's home (unless YOLO_CONFIG_DIR is set) and, offline, make every download, hub call,
+    font fetch and update check fail fast."""
+    os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "edgekit-ultralytics"))
+    if offline:
+        os.environ["YOLO_OFFLINE"] = "1"
+    import ultralytics.utils as uu
+
+    if offline:
+        uu.ONLINE = False  # computed at import: correct it if ultralytics was imported before this call
+    uu.SETTINGS.update(sync=False)  # no analytics

@@ -242,8 +242,8 @@ def _pseudo_labels(onnx_file: Path, data: Path) -> None:
 def tiny_yolo_dir(tmp_path_factory) -> Path:
     """A detect model directory made in seconds, laid out as `edgekit train detect` writes it: ultralytics'
     yolov8n.yaml, one class ('digit'), 64x64 (output (1, 5, 84)), seeded weights (_seeded_yolov8n); model.pt
-    (ultralytics checkpoint) -> model.onnx (edgekit.export.yolo) -> model_state.pt (weights-only, the torch
-    artifact, through the one-time converter). Its dataset: a tiny real digits-detect (4 train, 8 val images)
+    (ultralytics checkpoint) -> model_state.pt (weights-only, the torch artifact, through the one-time
+    converter) -> model.onnx (edgekit.export.yolo). Its dataset: a tiny real digits-detect (4 train, 8 val images)
     whose val labels are the model's own detections, shifted (_pseudo_labels). Read-only."""
     import copy
 
@@ -273,7 +273,7 @@ def tiny_yolo_dir(tmp_path_factory) -> Path:
     m.save(d)
     m.add_artifact("torch", "model.pt", "fp32")
     m.save(d)
+    state_from_checkpoint(d, trust_pickle=True)  # this test's own pickle; the ONNX export reads model_state.pt
     onnx_from_yolo(d, YoloExportConfig(parity_images=0, data=str(data / "data.yaml")))
-    state_from_checkpoint(d)
     _pseudo_labels(d / "model.onnx", data)
     return d

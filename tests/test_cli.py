@@ -57,7 +57,10 @@ def test_train_classify_user_errors(tmp_path, digits_imagefolder, args, expect):
 def test_data_into_a_foreign_folder(tmp_path):
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "holiday.jpg").write_bytes(b"...")
-    _assert_user_error(edgekit("data", "mnist5k", "--out", "photos", cwd=tmp_path), "pass --force")
+    p = edgekit("data", "mnist5k", "--out", "photos", cwd=tmp_path)
+    _assert_user_error(p, "choose another --out")
+    assert "--force" not in p.stderr  # it would wipe the photos
+    _assert_user_error(edgekit("data", "mnist5k", "--out", "photos", "--force", cwd=tmp_path), "did not write")
     assert [p.name for p in (tmp_path / "photos").iterdir()] == ["holiday.jpg"]
 
 

@@ -84,10 +84,13 @@ def test_data_of_an_older_demo_is_rebuilt_and_its_models_retrained(tmp_path):
 
     plan = replace(demo.QUICK, train_images=4, val_images=2, video_frames=4, crop_images=2, det_imgsz=96)
     data = demo._data(tmp_path, plan)
-    stale = tmp_path / "models" / "digit_classifier"
+    stale, mine = tmp_path / "models" / "digit_classifier", tmp_path / "models" / "mine"
     stale.mkdir(parents=True)
+    (stale / "manifest.json").write_text("{}")  # an edgekit model directory
+    mine.mkdir()
     demo._data(tmp_path, plan)  # the same settings: kept
     assert stale.exists()
     demo._data(tmp_path, replace(plan, crop_images=3))
     built = json.loads((data / "edgekit.json").read_text())
     assert built["settings"]["crop_images"] == 3 and not stale.exists()
+    assert mine.exists()  # not the demo's: never deleted

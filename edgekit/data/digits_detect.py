@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError, unknown_choice
-from edgekit.fileio import atomic_dir
+from edgekit.fileio import atomic_dir, check_replaceable
 from edgekit.lazy import lazy_import
 
 cv2 = lazy_import("cv2")  # imported on first use: `edgekit --help` and `info` work without OpenCV
@@ -71,7 +71,7 @@ class DigitsDetectConfig:
     crop_jitter: float = 0.1  # each box edge moves by up to this fraction of the box's width or height
     crop_images: int = 2000  # extra train-segment images rendered only for train crops, with MNIST-5k train/val digits
     seed: int = 0
-    force: bool = False  # rebuild even when a complete folder with these settings exists
+    force: bool = False  # rebuild even when complete (only a folder edgekit made, holding nothing else, is replaced)
 
     def validate(self) -> None:
         if self.classes not in CLASS_MODES:
@@ -315,9 +315,9 @@ def write_digits_detect(cfg: DigitsDetectConfig) -> dict:
             return meta
         raise EdgekitError(f"{out} holds a digits-detect set built with other settings: pass --force to rebuild it "
                            "or choose another --out")
-    if out.exists() and any(out.iterdir()) and not marker.exists() and not cfg.force:
-        raise EdgekitError(f"{out} exists and is not an edgekit digits-detect folder: choose another --out or "
-                           "pass --force")
+    if out.exists() and out.is_dir() and any(out.iterdir()) and not marker.exists() and not cfg.force:
+        raise EdgekitError(f"{out} exists and is not an edgekit digits-detect folder: choose another --out")
+    check_replaceable(out)  # --force replaces only a folder edgekit made: before the slow part
     t0 = time.perf_counter()
     segments = frame_segments()
     pools = digit_pools(cfg.seed)

@@ -19,17 +19,55 @@ CACHE_LIMIT_BYTES = 512 << 20  # decode once and keep in memory below this much 
 
 
 def read_image(path: str | Path) -> np.ndarray | None:
-    """Decode an image file as uint8 BGR, or None when it is corrupt or truncated."""
+    """Decode an image file as uint8 BGR, or None when it is corrupt, truncated or not an image."""
+    return decode_image(path)[0]
+
+
+def decode_image(path: str | Path) -> tuple[np.ndarray | None, str]:
+    """(uint8 BGR image, "") or (None, why not). The format is judged by the file's content (magic bytes), never
+    its name: a PNG named .jpg is a PNG, a text file named .png is not an image."""
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError:
-        return None
+    except OSError as e:
+        return None, f"unreadable file ({type(e).__name__})"
     if data.size == 0:
-        return None
-    if Path(path).suffix.lower() in (".jpg", ".jpeg") and not jpeg_complete(data.tobytes()):
-        return None  # libjpeg decodes a truncated file into a half-grey image with only a warning
+        return None, "empty file"
+    head = data[:16].tobytes()
+    kind = image_kind(head)
+    if kind is None:
+        return None, "not an image (content is not JPEG, PNG, BMP, WebP or TIFF)"
+    if kind == "jpeg" and not jpeg_complete(data.tobytes()):
+        return None, "truncated JPEG"  # libjpeg decodes a truncated file into a half-grey image with a warning
+    if kind == "png" and b"IEND" not in data[-12:].tobytes():
+        return None, "truncated PNG"
     img = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    return img if img is not None and img.size else None
+    if img is None or not img.size:
+        return None, f"corrupt {kind.upper()}"
+    return img, ""
+
+
+def image_kind(head: bytes) -> str | None:
+    """The image format its first bytes say: jpeg | png | bmp | webp | tiff, or None."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"BM"):
+        return "bmp"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    return None
+
+
+def skipped_summary(skipped: list[tuple[Path, str]]) -> dict:
+    """What a manifest records about the images a dataset scan skipped: how many, how many per reason, and a
+    few of them."""
+    reasons: dict[str, int] = {}
+    for _, why in skipped:
+        reasons[why] = reasons.get(why, 0) + 1
+    return {"count": len(skipped), "reasons": reasons, "examples": [str(p) for p, _ in skipped[:5]]}
 
 
 def jpeg_complete(buf: bytes) -> bool:
@@ -111,18 +149,19 @@ def load_split(root: str | Path, classes: list[str] | None = None, *, cache: boo
         cache = sum(p.stat().st_size for p, _ in files) <= CACHE_LIMIT_BYTES
     paths, labels, images, skipped = [], [], [], []
     for p, ci in files:
-        img = read_image(p)
+        img, why = decode_image(p)
         if img is None:
-            skipped.append((p, "corrupt or truncated"))
+            skipped.append((p, why))
             continue
         paths.append(p)
         labels.append(ci)
         if cache:
             images.append(img)
     if skipped:
-        log.warning("skipped %d unreadable image(s) under %s, e.g. %s", len(skipped), root, skipped[0][0])
+        log.warning("skipped %d unreadable image(s) under %s, e.g. %s (%s)", len(skipped), root, *skipped[0])
     if not paths:
-        raise EdgekitError(f"all {len(skipped)} images under {root} are corrupt or truncated; nothing to train on")
+        raise EdgekitError(f"all {len(skipped)} images under {root} are unreadable ({skipped[0][1]}: "
+                           f"{skipped[0][0]}, ...); nothing to train on")
     counts = np.bincount(labels, minlength=len(found))
     empty = [found[i] for i in np.flatnonzero(counts == 0)]
     if empty:

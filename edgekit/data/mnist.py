@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError
-from edgekit.fileio import atomic_dir
+from edgekit.fileio import atomic_dir, check_replaceable
 from edgekit.lazy import lazy_import
 from edgekit.zoo import packaged_file
 
@@ -45,12 +45,14 @@ def split_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def write_mnist5k(out: str | Path, *, force: bool = False) -> dict[str, int]:
-    """Write out/train/<digit>/*.png and out/val/<digit>/*.png. Idempotent; atomic (temp dir, rename)."""
+    """Write out/train/<digit>/*.png and out/val/<digit>/*.png. Idempotent; atomic (temp dir, rename). `force`
+    rebuilds a complete folder, and only one edgekit made (edgekit.fileio.check_replaceable)."""
     out = Path(out)
     if (out / DONE).exists() and not force:
         return {s: sum(1 for _ in (out / s).rglob("*.png")) for s in ("train", "val")}
-    if out.exists() and any(out.iterdir()) and not (out / DONE).exists() and not force:
-        raise EdgekitError(f"{out} exists and is not an edgekit mnist5k folder: choose another --out or pass --force")
+    if out.exists() and out.is_dir() and any(out.iterdir()) and not (out / DONE).exists() and not force:
+        raise EdgekitError(f"{out} exists and is not an edgekit mnist5k folder: choose another --out")
+    check_replaceable(out)  # --force replaces only a folder edgekit made: before the slow part
     images, labels = load_mnist5k()
     splits = split_indices(labels)
     with atomic_dir(out) as tmp:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.data.imagefolder import IMAGE_EXTS, read_image
+from edgekit.data.imagefolder import IMAGE_EXTS, decode_image, read_image, skipped_summary
 from edgekit.errors import EdgekitError
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,8 @@ class DetectionSet:
     def summary(self) -> dict:
         return {"images": len(self), "boxes": int(sum(len(lb) for lb in self.labels)),
                 "missing_labels": self.missing_labels, "empty_labels": self.empty_labels,
-                "skipped_images": len(self.skipped), "duplicate_rows_removed": self.duplicates}
+                "skipped_images": len(self.skipped), "skipped_reasons": skipped_summary(self.skipped)["reasons"],
+                "duplicate_rows_removed": self.duplicates}
 
 
 def read_dataset_yaml(path: str | Path) -> DatasetSpec:
@@ -188,8 +189,9 @@ def load_split(spec: DatasetSpec, split: str, *, check_images: bool = True, limi
         files = files[:limit]
     ds = DetectionSet(spec.names, [], [])
     for f in files:
-        if check_images and read_image(f) is None:
-            ds.skipped.append((f, "corrupt, truncated or missing"))
+        why = decode_image(f)[1] if check_images else ""
+        if why:
+            ds.skipped.append((f, why))
             continue
         lp = label_path(f)
         if lp.exists():
@@ -207,7 +209,7 @@ def load_split(spec: DatasetSpec, split: str, *, check_images: bool = True, limi
         raise EdgekitError(f"none of the {len(ds.paths)} images of the '{split}' split has a label file (looked "
                            f"for e.g. {label_path(ds.paths[0])}): labels go in a labels/ folder beside images/")
     if ds.skipped:
-        log.warning("%s: skipped %d unreadable image(s), e.g. %s", split, len(ds.skipped), ds.skipped[0][0])
+        log.warning("%s: skipped %d unreadable image(s), e.g. %s (%s)", split, len(ds.skipped), *ds.skipped[0])
     if ds.missing_labels:
         log.warning("%s: %d image(s) have no label file and count as background, e.g. %s", split,
                     ds.missing_labels, next(p for p, lb in zip(ds.paths, ds.labels) if not label_path(p).exists()))

@@ -21,6 +21,7 @@ from edgekit.export.qdq import QuantSettings, prepare, quantize_qdq, quantized_n
 from edgekit.export.tasks import task_hooks
 from edgekit.fileio import atomic_path
 from edgekit.manifest import Artifact, Manifest
+from edgekit.runners.onnx_file import load_onnx
 from edgekit.platform import machine_summary
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def int8_from_onnx(model_dir: str | Path, cfg: Int8ExportConfig | None = None) -
     metric = hooks.metric
     src = manifest.find_artifact("onnxrt", "fp32")
     src_path = manifest.artifact_path(src)
+    load_onnx(src_path)  # a damaged source is one error naming the fix, before calibration starts
     name = manifest.input.name
     q = QuantSettings(cfg.calibration, cfg.per_channel, cfg.activations, cfg.symmetric_activations, cfg.reduce_range)
     opts = cal.calibration_options(cfg.calibration, percentile=cfg.percentile, symmetric=cfg.symmetric_activations)

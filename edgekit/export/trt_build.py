@@ -112,9 +112,9 @@ def _parser_errors(parser: Any) -> list[ParserErrorInfo]:
 
 def read_onnx_inputs(onnx_path: Path) -> dict[str, list[int | str]]:
     """Graph inputs (not initializers) and their dims: an int, or the axis name when dynamic."""
-    import onnx
+    from edgekit.runners.onnx_file import load_onnx
 
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    graph = load_onnx(onnx_path, external_data=False).graph
     weights = {i.name for i in graph.initializer}
     return {i.name: [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
                      for d in i.type.tensor_type.shape.dim]

@@ -1,5 +1,6 @@
 """ONNX export of an ultralytics YOLO detector: ultralytics' own exporter (the legacy TorchScript path,
-`dynamo=False`, opset 17, fixed size, batch 1, onnxslim), run on a copy of the checkpoint in a temp dir and
+`dynamo=False`, opset 17, fixed size, batch 1, onnxslim), run on a checkpoint that edgekit writes in a temp dir
+from the model directory's weights-only model_state.pt (the directory's model.pt is never unpickled), and
 moved into place only after two checks against ultralytics' PyTorch model on held-out images:
 
   - the raw head outputs (1, 4+nc, N): max abs error relative to their scale, within `tolerance`;
@@ -12,7 +13,6 @@ helpers that drive ultralytics offline (every network attempt fails fast)."""
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import shutil
 import tempfile
@@ -26,23 +26,9 @@ from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_path
 from edgekit.manifest import Artifact, Manifest, TensorSpec
 from edgekit.platform import machine_summary
+from edgekit.zoo import ultralytics_env  # here for the callers that import it from this module
 
 log = logging.getLogger(__name__)
-
-
-def ultralytics_env(offline: bool = True) -> None:
-    """Environment for ultralytics, set before it is imported: never pip-install at run time, keep its settings
-    file out of the user's home (unless YOLO_CONFIG_DIR is set) and, offline, make every download, hub call,
-    font fetch and update check fail fast."""
-    os.environ.setdefault("YOLO_AUTOINSTALL", "0")
-    os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(tempfile.gettempdir()) / "edgekit-ultralytics"))
-    if offline:
-        os.environ["YOLO_OFFLINE"] = "1"
-    import ultralytics.utils as uu
-
-    if offline:
-        uu.ONLINE = False  # computed at import: correct it if ultralytics was imported before this call
-    uu.SETTINGS.update(sync=False)  # no analytics
 
 
 def load_yolo(path: str | Path, offline: bool = True):
@@ -70,20 +56,48 @@ class YoloExportConfig:
     data: str | None = None  # dataset yaml; default: the one recorded in the manifest
 
 
+STATE_FILE = "model_state.pt"  # a detector's weights-only torch artifact (edgekit.train.detect.save_yolo_state)
+
+
+def yolo_state_file(manifest: Manifest) -> Path:
+    """The detect model directory's weights-only torch artifact (model_state.pt), sha256-checked. A model
+    directory is data, never code: its ultralytics checkpoint (model.pt, a pickle) is never read from here."""
+    art = manifest.find_artifact("torch", "fp32")
+    if art.path != STATE_FILE:
+        raise EdgekitError(
+            f"{manifest.model_dir}'s torch artifact is {art.path}, an ultralytics pickle, and edgekit never unpickles "
+            "a model directory. If you made this directory yourself, convert it once: `python -m "
+            f"edgekit.train.detect {manifest.model_dir} --trust-pickle` (writes {STATE_FILE}), or re-train")
+    return manifest.artifact_path(art)
+
+
+def checkpoint_from_state(state_file: str | Path, dest: str | Path) -> Path:
+    """An ultralytics checkpoint at `dest`, pickled here by edgekit from the weights-only state file (ultralytics'
+    exporter, val and benchmark read only .pt checkpoints): what ultralytics then unpickles is edgekit's own
+    DetectionModel, never a file from a model directory."""
+    import torch
+
+    from edgekit.runners.torch import yolo_model_from_state
+
+    model = yolo_model_from_state(state_file)
+    with atomic_path(dest) as tmp:
+        torch.save({"model": model, "train_args": {"task": "detect"}}, tmp)
+    return Path(dest)
+
+
 def onnx_from_yolo(model_dir: str | Path, cfg: YoloExportConfig | None = None) -> Artifact:
-    """Export the model directory's ultralytics checkpoint (model.pt) to `model.onnx` and record it."""
+    """Export the model directory's weights-only YOLO (model_state.pt) to `model.onnx` and record it."""
     import onnx
 
     cfg = cfg or YoloExportConfig()
     manifest = Manifest.load(model_dir)
     if manifest.task != "detect":
         raise EdgekitError(f"{model_dir} holds a '{manifest.task}' model: use `edgekit export` (onnx_from_torch)")
-    from edgekit.train.detect import yolo_checkpoint
-
-    pt = yolo_checkpoint(manifest)  # model.pt (sha256-checked), also where the torch artifact is model_state.pt
+    state = yolo_state_file(manifest)
     imgsz = int(manifest.input.shape[2])
     dest = manifest.model_dir / "model.onnx"
     with tempfile.TemporaryDirectory(prefix="edgekit-yolo-export-") as work:
+        pt = checkpoint_from_state(state, Path(work) / "checkpoint" / "model.pt")
         onnx_file = export_onnx(pt, Path(work), imgsz=imgsz, opset=cfg.opset, slim=cfg.slim, nms=cfg.nms)
         images = _parity_images(manifest, cfg)
         parity = parity_check(pt, onnx_file, images, manifest.input.shape[2:4], cfg) if cfg.parity_images else {}
@@ -94,7 +108,7 @@ def onnx_from_yolo(model_dir: str | Path, cfg: YoloExportConfig | None = None) -
     outs = _output_shapes(graph)
     head = head_float_nodes(graph)
     manifest.outputs = [TensorSpec(name, shape) for name, shape in outs.items()]  # (1, 300, 6) when it ends in NMS
-    art = manifest.add_artifact("onnxrt", dest.name, "fp32", built_from=pt.name, built_on=machine_summary(),
+    art = manifest.add_artifact("onnxrt", dest.name, "fp32", built_from=state.name, built_on=machine_summary(),
                                 options={"opset": cfg.opset, "dynamic_batch": False, "slim": cfg.slim, "nms": cfg.nms,
                                          "imgsz": imgsz, "exporter": "ultralytics (torch.onnx.export dynamo=False)",
                                          "outputs": outs, "int8_float_nodes": head},

@@ -16,8 +16,9 @@ decode/NMS). Each side with the threads ultralytics uses: torch at ultralytics' 
 CPU), ONNX Runtime at its default.
 
 The val images are symlinked (labels copied) into a temporary folder, so ultralytics' label cache lands there,
-not in the dataset. ultralytics reads the checkpoint model.pt as it always does (a pickle): edgekit's own file,
-its sha256 checked against the manifest first (edgekit.train.detect.yolo_checkpoint).
+not in the dataset. ultralytics reads a checkpoint that edgekit writes in that temporary folder from the model
+directory's weights-only model_state.pt (edgekit.export.yolo.checkpoint_from_state): the directory's own model.pt
+(a pickle) is never unpickled. A directory without model_state.pt skips ultralytics' side, saying why.
 
 Importable: run_ultralytics_benchmark(model_dir, data_yaml, out_dir) -> dict; without ultralytics it returns
 (and writes) the reason it skipped."""
@@ -71,13 +72,19 @@ def run_ultralytics_benchmark(model_dir: str | Path, data_yaml: str | Path | Non
         result["ultralytics"] = {"skipped": "ultralytics is not installed: pip install 'edgekit[train]'"}
         threads = {"torch": 0, "onnxrt": 0}
     else:
-        from edgekit.export.yolo import ultralytics_env
+        from edgekit.export.yolo import ultralytics_env, yolo_state_file
 
         ultralytics_env(offline=True)
         from ultralytics.utils import NUM_THREADS
 
         threads = {"torch": NUM_THREADS, "onnxrt": 0}
-        result["ultralytics"] = _ultralytics_side(manifest, data_yaml, imgsz, eval_images)
+        try:
+            state = yolo_state_file(manifest)  # sha256-checked; refused when the torch artifact is a pickle
+        except EdgekitError as e:
+            log.warning("ultralytics' benchmark skipped: %s", e)
+            result["ultralytics"] = {"skipped": str(e)}
+        else:
+            result["ultralytics"] = _ultralytics_side(state, data_yaml, imgsz, eval_images)
     result["threads"] = {"torch": threads["torch"], "onnxrt": "ONNX Runtime default (0)",
                          "note": "torch at ultralytics' NUM_THREADS (min(8, cores - 1)), which it sets for CPU"}
     result["edgekit"] = _edgekit_side(model_dir, data_yaml, eval_images, iters, threads)
@@ -108,20 +115,20 @@ def _subset_yaml(data_yaml: Path, n: int, work: Path) -> tuple[Path, list[Path]]
     return work / "data.yaml", images
 
 
-def _ultralytics_side(manifest, data_yaml: Path, imgsz: int, n: int) -> dict:
+def _ultralytics_side(state: Path, data_yaml: Path, imgsz: int, n: int) -> dict:
     import ultralytics
     from ultralytics import YOLO
     from ultralytics.utils.benchmarks import benchmark
 
-    from edgekit.train.detect import yolo_checkpoint
+    from edgekit.export.yolo import checkpoint_from_state
 
     side: dict[str, Any] = {"version": ultralytics.__version__, "benchmark": [], "val": {}}
     with tempfile.TemporaryDirectory(prefix="edgekit-ultralytics-bench-") as tmp:
         work = Path(tmp)
         sub_yaml, images = _subset_yaml(data_yaml, n, work / "data")
         side["images"] = len(images)
-        pt = work / "model.pt"  # ultralytics exports beside its input: a copy, never into the model directory
-        shutil.copyfile(yolo_checkpoint(manifest), pt)
+        # ultralytics exports beside its input, so its input lives here; edgekit pickles it from weights-only data
+        pt = checkpoint_from_state(state, work / "model.pt")
         with _cwd(work):  # benchmark() appends to ./benchmarks.log
             for fmt in ("-", "onnx"):
                 t0 = time.perf_counter()

@@ -10,6 +10,7 @@ import numpy as np
 from edgekit.errors import EdgekitError, unknown_choice
 from edgekit.manifest import TensorSpec
 from edgekit.runners.base import Runner
+from edgekit.runners.onnx_file import not_loadable
 
 _ORT_DTYPES = {
     "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
@@ -58,9 +59,7 @@ class OnnxrtRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(self.artifact), sess_options=so, providers=providers)
         except Exception as e:  # ORT raises its own exception types for bad protobuf / graphs
-            raise EdgekitError(
-                f"ONNX Runtime could not load {self.artifact}: {str(e).strip().splitlines()[0]}. "
-                "Is it a complete .onnx file? Re-run `edgekit export MODEL_DIR --to onnx`") from None
+            raise not_loadable(self.artifact, "ONNX Runtime", e) from None
         self.providers = self.session.get_providers()
         self._output_names = [o.name for o in self.session.get_outputs()]
 

@@ -41,6 +41,7 @@ from edgekit.fileio import atomic_path, sha256_file
 from edgekit.manifest import DTYPES, TensorSpec
 from edgekit.platform import cpu, version
 from edgekit.runners.base import Runner
+from edgekit.runners.onnx_file import not_loadable
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +143,7 @@ class TinygradRunner(Runner):
         try:
             onnx = OnnxRunner(self.artifact)
         except Exception as e:  # the protobuf parser raises plain Python errors on bad files
-            raise EdgekitError(
-                f"tinygrad could not read {self.artifact} ({type(e).__name__}: {str(e).strip()[:200]}). Is it a "
-                "complete .onnx file? Re-run `edgekit export MODEL_DIR --to onnx`") from None
+            raise not_loadable(self.artifact, "tinygrad", e) from None
         self._in_specs = {n: TensorSpec(n, self._fixed_shape(n, v.shape), _dtype_name(v.dtype))
                           for n, v in onnx.graph_inputs.items()}
         target = self._target

@@ -112,14 +112,16 @@ def read_yolo_state(path) -> dict:
         # a torch.save file pickling classes weights_only refuses: a full (ultralytics) checkpoint
         raise EdgekitError(
             f"{path} is a full pickle (an ultralytics .pt checkpoint), and edgekit loads weights-only files only. "
-            f"Convert the model directory once: `python -m edgekit.train.detect {Path(path).parent}` (writes "
-            "model_state.pt from edgekit's own model.pt, checked by its sha256), or re-train") from None
+            f"If you made this model directory yourself, convert it once: `python -m edgekit.train.detect "
+            f"{Path(path).parent} --trust-pickle` (unpickles model.pt, which runs any code it holds; writes "
+            "model_state.pt), or re-train") from None
     except (RuntimeError, EOFError, OSError) as e:
         raise EdgekitError(f"{path} is not a readable weights file ({type(e).__name__}); re-train or restore "
                            "the file") from None
     if not isinstance(state, dict) or state.get("format") != YOLO_STATE_FORMAT:
         raise EdgekitError(f"{path} is not an edgekit YOLO state file ({YOLO_STATE_FORMAT}); re-train, or convert "
-                           f"with `python -m edgekit.train.detect {Path(path).parent}`")
+                           f"a model directory you made with `python -m edgekit.train.detect {Path(path).parent} "
+                           "--trust-pickle`")
     return state
 
 
@@ -131,7 +133,12 @@ def load_yolo_state(weights_path, *, nc: int | None = None) -> torch.nn.Module:
     """ultralytics' DetectionModel rebuilt from the state file's yaml, its weights loaded, Conv+BN fused (as the
     ONNX export is); called with (N, 3, H, W) it returns the (N, 4+nc, anchors) head output alone. `nc`: the
     class count the manifest expects."""
-    from edgekit.export.yolo import ultralytics_env
+    return _HeadOutput(yolo_model_from_state(weights_path, nc=nc).fuse(verbose=False))
+
+
+def yolo_model_from_state(weights_path, *, nc: int | None = None) -> torch.nn.Module:
+    """ultralytics' DetectionModel (float32, eval, unfused) rebuilt from the weights-only state file."""
+    from edgekit.zoo import ultralytics_env
 
     state = read_yolo_state(weights_path)
     if nc is not None and int(state["nc"]) != nc:
@@ -155,7 +162,7 @@ def load_yolo_state(weights_path, *, nc: int | None = None) -> torch.nn.Module:
         raise EdgekitError(f"{weights_path}: the weights do not fit the model its yaml describes "
                            f"({str(e).splitlines()[0][:200]}); re-train or restore the file") from None
     model.names = dict(enumerate(state["names"]))
-    return _HeadOutput(model.float().eval().fuse(verbose=False))
+    return model.float().eval()
 
 
 _ACTIVATIONS = ("nn.SiLU()", "nn.ReLU()", "nn.ReLU6()", "nn.Hardswish()", "nn.LeakyReLU(0.1)", "nn.GELU()")
@@ -180,7 +187,7 @@ def _check_yaml(cfg: Any, path) -> None:
     if not rows or bad or (act is not None and act not in _ACTIVATIONS):
         raise EdgekitError(f"{path}: the model yaml names what is not a known layer "
                            f"({(bad or [act] or ['no layers'])[0]!r}); refusing to build it. Re-train, or convert "
-                           "edgekit's own model.pt again (python -m edgekit.train.detect MODEL_DIR)")
+                           "a model directory you made again (python -m edgekit.train.detect MODEL_DIR --trust-pickle)")
 
 
 class _HeadOutput(torch.nn.Module):

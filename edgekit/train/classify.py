@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekit.data.imagefolder import ImageSet, load_imagefolder
+from edgekit.data.imagefolder import ImageSet, load_imagefolder, skipped_summary
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_path, atomic_write_json, atomic_write_text
 from edgekit.manifest import InputSpec, Manifest, TensorSpec
@@ -111,7 +111,8 @@ def train_classifier(cfg: ClassifyConfig, on_epoch_end: Callable[[int, dict], No
 
     summary: dict = {}
     if dist.main:
-        summary = _finish(cfg, out, model, val_set, spec, device, state, weights_source, dist.world)
+        summary = _finish(cfg, out, model, val_set, spec, device, state, weights_source, dist.world,
+                          skipped=skipped_summary(train_set.skipped + val_set.skipped))
     _barrier(dist)
     if dist.world > 1:
         torch.distributed.destroy_process_group()
@@ -240,7 +241,8 @@ def _resume(path: Path, cfg, model, optimizer, scheduler, scaler) -> dict:
             "train_seconds": float(ck["train_seconds"]), "history": json.loads(ck["history"])}
 
 
-def _finish(cfg, out: Path, model, val_set: ImageSet, spec: InputSpec, device, state, weights_source, world) -> dict:
+def _finish(cfg, out: Path, model, val_set: ImageSet, spec: InputSpec, device, state, weights_source, world, *,
+            skipped: dict | None = None) -> dict:
     """Reload the best weights, evaluate them, and write model.pt, labels, plot, config and manifest."""
     best = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(best["model"])
@@ -260,7 +262,7 @@ def _finish(cfg, out: Path, model, val_set: ImageSet, spec: InputSpec, device, s
         outputs=[TensorSpec("logits", [1, len(classes)], "float32")],
         source={"arch": cfg.arch, "weights": weights_source, "checkpoint": "best.pt",
                 "dataset": {"root": str(Path(cfg.data).resolve()), "val_split": cfg.val_split, "seed": cfg.seed,
-                            "val_images": len(val_set)},
+                            "val_images": len(val_set), "skipped_images": skipped or skipped_summary([])},
                 "train_args": asdict(cfg), "metrics": metrics, "history": state["history"]},
     )
     manifest.save(out)  # a new manifest: artifacts exported from earlier weights are no longer listed

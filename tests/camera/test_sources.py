@@ -95,6 +95,18 @@ def test_image_folder_sorted_and_bad_images_counted(tmp_path):
         FrameSource(str(tmp_path / "*.bmp")).open()
 
 
+def test_image_folder_judges_images_by_content(tmp_path):
+    """A PNG named .jpg is a frame; a truncated JPEG and a text file named .png are counted as bad (issue 11)."""
+    png = cv2.imencode(".png", np.full((8, 8, 3), 50, np.uint8))[1].tobytes()
+    jpg = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))[1].tobytes()
+    (tmp_path / "f0.jpg").write_bytes(png)
+    (tmp_path / "f1.jpg").write_bytes(jpg[: len(jpg) // 2])
+    (tmp_path / "f2.png").write_text("not a picture\n")
+    with FrameSource(str(tmp_path)) as src:
+        got = [int(f[0, 0, 0]) for f in src]
+    assert got == [50] and src.stats["bad_frames"] == 2
+
+
 def test_slow_consumer_gets_the_latest_frame_and_drops_are_counted():
     cams = [FakeCamera(400, period=0.001)]
     opts = CaptureOptions(open_capture=lambda spec: cams[0], reconnect=False, stall_seconds=0.2)

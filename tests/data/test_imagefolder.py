@@ -157,16 +157,40 @@ def test_corrupt_and_truncated_images_are_skipped_and_counted(tmp_path, write_di
         s = load_split(tmp_path)
     assert len(s) == 7 and s.labels.tolist() == [0, 0, 0, 1, 1, 1, 1]
     assert sorted(p.name for p, _ in s.skipped) == ["cut.jpg", "random.png"]
-    assert all(why == "corrupt or truncated" for _, why in s.skipped)
+    assert sorted(why for _, why in s.skipped) == [
+        "not an image (content is not JPEG, PNG, BMP, WebP or TIFF)", "truncated JPEG"]
     assert not any(p.name in ("cut.jpg", "random.png") for p in s.paths)
     assert "skipped 2 unreadable image(s)" in caplog.text
+
+
+def test_images_are_judged_by_content_not_name(tmp_path, write_digits, digit):
+    """A PNG named .jpg (and a JPEG named .png) is used; a truncated JPEG, a truncated PNG and a text file named
+    .png are skipped, each with its reason, and the summary a manifest records counts them."""
+    from edgekit.data.imagefolder import skipped_summary
+
+    write_digits(tmp_path, {"0": 2, "1": 2})
+    png, jpg = cv2.imencode(".png", digit)[1].tobytes(), _jpeg(digit)
+    (tmp_path / "0" / "really_png.jpg").write_bytes(png)
+    (tmp_path / "1" / "really_jpeg.png").write_bytes(jpg)
+    (tmp_path / "0" / "cut.jpg").write_bytes(jpg[: len(jpg) // 2])
+    (tmp_path / "1" / "cut.png").write_bytes(png[: len(png) - 20])
+    (tmp_path / "1" / "notes.png").write_text("not a picture\n")
+    s = load_split(tmp_path)
+    names = [p.name for p in s.paths]
+    assert "really_png.jpg" in names and "really_jpeg.png" in names and len(s) == 6
+    np.testing.assert_array_equal(s.image(names.index("really_png.jpg")), digit)  # PNG: lossless
+    why = {p.name: w for p, w in s.skipped}
+    assert why == {"cut.jpg": "truncated JPEG", "cut.png": "truncated PNG",
+                   "notes.png": "not an image (content is not JPEG, PNG, BMP, WebP or TIFF)"}
+    summary = skipped_summary(s.skipped)
+    assert summary["count"] == 3 and sum(summary["reasons"].values()) == 3 and summary["reasons"]["truncated PNG"] == 1
 
 
 def test_all_corrupt_is_an_error(tmp_path):
     for c in ("a", "b"):
         (tmp_path / c).mkdir()
         (tmp_path / c / "x.png").write_bytes(b"\x89PNG broken")
-    with pytest.raises(EdgekitError, match="all 2 images under .* are corrupt or truncated"):
+    with pytest.raises(EdgekitError, match="all 2 images under .* are unreadable \\(not an image"):
         load_split(tmp_path)
 
 

@@ -101,8 +101,10 @@ def test_rerun_is_idempotent_and_does_not_rewrite(written):
 
 def test_refuses_a_foreign_nonempty_folder(tmp_path):
     (tmp_path / "mine.txt").write_text("keep me")
-    with pytest.raises(EdgekitError, match="is not an edgekit mnist5k folder: choose another --out or pass --force"):
+    with pytest.raises(EdgekitError, match="is not an edgekit mnist5k folder: choose another --out$"):
         write_mnist5k(tmp_path)
+    with pytest.raises(EdgekitError, match="holds files edgekit did not write"):
+        write_mnist5k(tmp_path, force=True)  # --force never wipes a folder edgekit did not make
     assert os.listdir(tmp_path) == ["mine.txt"]
 
 

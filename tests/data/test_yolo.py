@@ -97,8 +97,16 @@ def test_background_images_are_counted_not_errors(tmp_path, caplog):
 def test_unreadable_images_are_skipped_and_counted(tmp_path):
     y = _dataset(tmp_path, {"a": "0 0.5 0.5 0.2 0.2\n"})
     (tmp_path / "images" / "val" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    img = np.random.default_rng(1).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    (tmp_path / "images" / "val" / "png.jpg").write_bytes(cv2.imencode(".png", img)[1].tobytes())  # judged by content
+    (tmp_path / "labels" / "val" / "png.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "images" / "val" / "text.png").write_text("not a picture\n")
     ds = load_split(read_dataset_yaml(y), "val")
-    assert len(ds) == 1 and len(ds.skipped) == 1 and ds.skipped[0][0].name == "broken.jpg"
+    assert len(ds) == 2 and sorted(p.name for p in ds.paths) == ["a.jpg", "png.jpg"]
+    assert sorted((p.name, why) for p, why in ds.skipped) == [
+        ("broken.jpg", "truncated JPEG"), ("text.png", "not an image (content is not JPEG, PNG, BMP, WebP or TIFF)")]
+    assert ds.summary()["skipped_images"] == 2 and ds.summary()["skipped_reasons"] == {
+        "truncated JPEG": 1, "not an image (content is not JPEG, PNG, BMP, WebP or TIFF)": 1}
 
 
 def test_no_labels_at_all_and_no_images_are_errors(tmp_path):

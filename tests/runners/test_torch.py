@@ -180,19 +180,23 @@ def test_an_ultralytics_checkpoint_is_refused_with_the_conversion_command(tiny_y
 
 
 def test_the_one_time_conversion_writes_the_weights_only_artifact(tiny_yolo_copy):
+    from edgekit.export.yolo import yolo_state_file
     from edgekit.fileio import sha256_file
-    from edgekit.train.detect import state_from_checkpoint, yolo_checkpoint
+    from edgekit.train.detect import state_from_checkpoint
 
     (tiny_yolo_copy / "model_state.pt").unlink()
     m = Manifest.load(tiny_yolo_copy)
     m.add_artifact("torch", "model.pt", "fp32")
     m.source.pop("checkpoint_sha256")
     m.save()
-    art = state_from_checkpoint(tiny_yolo_copy)
+    with pytest.raises(EdgekitError, match="runs any code it holds.*--trust-pickle"):
+        state_from_checkpoint(tiny_yolo_copy)  # a pickle is unpickled only when the user says so
+    assert not (tiny_yolo_copy / "model_state.pt").exists()
+    art = state_from_checkpoint(tiny_yolo_copy, trust_pickle=True)
     m = Manifest.load(tiny_yolo_copy)
     assert art.path == "model_state.pt" and m.find_artifact("torch", "fp32").path == "model_state.pt"
     assert m.source["checkpoint_sha256"] == sha256_file(tiny_yolo_copy / "model.pt")
-    assert yolo_checkpoint(m) == tiny_yolo_copy / "model.pt"  # what the ONNX export reads
+    assert yolo_state_file(m) == tiny_yolo_copy / "model_state.pt"  # what the ONNX export reads
     assert state_from_checkpoint(tiny_yolo_copy).sha256 == art.sha256  # a second call changes nothing
     with load_runner(tiny_yolo_copy, "torch") as r:
         assert r.infer({"images": _held_out(tiny_yolo_copy).x[:1]})["output0"].shape == (1, 5, 84)
@@ -207,7 +211,7 @@ def test_the_conversion_never_unpickles_a_changed_checkpoint(tiny_yolo_copy):
     with open(tiny_yolo_copy / "model.pt", "ab") as f:
         f.write(b"\0")  # not the file edgekit wrote: refused on its sha256, before anything loads it
     with pytest.raises(EdgekitError, match="does not match the sha256"):
-        state_from_checkpoint(tiny_yolo_copy)
+        state_from_checkpoint(tiny_yolo_copy, trust_pickle=True)
 
 
 @pytest.mark.parametrize("change, expect", [
@@ -245,8 +249,8 @@ def test_conversion_from_the_command_line(tiny_yolo_copy):
     m = Manifest.load(tiny_yolo_copy)
     m.add_artifact("torch", "model.pt", "fp32")
     m.save()
-    r = subprocess.run([sys.executable, "-m", "edgekit.train.detect", str(tiny_yolo_copy)], capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "edgekit.train.detect", str(tiny_yolo_copy), "--trust-pickle"],
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "model_state.pt" and Manifest.load(tiny_yolo_copy).find_artifact("torch").path == \
         "model_state.pt"

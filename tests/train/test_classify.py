@@ -193,3 +193,20 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert m.source["metrics"]["world_size"] == 2
     assert m.source["metrics"]["top1"] >= 0.9  # 0 vs 1 is easy; the two ranks trained one model
     assert r.stdout.count("trained resnet18") == 1  # only rank 0 reports and writes
+
+
+def test_images_are_judged_by_content_and_skips_recorded_in_the_manifest(tmp_path):
+    """A PNG named .jpg trains; a truncated JPEG and a text file named .png are skipped, and the manifest says
+    how many and why (issue 11, item 7)."""
+    data = _write_digits(tmp_path / "d", (0, 1), 10)
+    png = next((data / "0").iterdir())
+    png.rename(png.with_suffix(".jpg"))
+    jpg = cv2.imencode(".jpg", cv2.imread(str(next((data / "1").iterdir()))))[1].tobytes()
+    (data / "1" / "cut.jpg").write_bytes(jpg[: len(jpg) // 2])
+    (data / "0" / "notes.png").write_text("not a picture\n")
+    out = tmp_path / "m"
+    train_classifier(_cfg(data, out, epochs=1, strategy="feature-extract", val_split=0.5))
+    skipped = Manifest.load(out).source["dataset"]["skipped_images"]
+    assert skipped["count"] == 2 and skipped["reasons"] == {
+        "truncated JPEG": 1, "not an image (content is not JPEG, PNG, BMP, WebP or TIFF)": 1}
+    assert Manifest.load(out).source["dataset"]["val_images"] == 10  # 20 real digits, the .jpg PNG among them

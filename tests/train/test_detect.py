@@ -67,7 +67,7 @@ def test_artifacts_torch_and_onnx_with_parity_and_map(trained):
     # the torch artifact is the weights-only file; the ultralytics checkpoint stays beside it, sha256 recorded
     assert pt.path == "model_state.pt" and pt.built_from == "model.pt" and m.artifact_path(pt).exists()
     assert pt.parity["max_rel"] < 1e-4 and m.source["checkpoint"] == "model.pt" and m.source["checkpoint_sha256"]
-    assert onnx_art.path == "model.onnx" and onnx_art.built_from == "model.pt"
+    assert onnx_art.path == "model.onnx" and onnx_art.built_from == "model_state.pt"
     m.artifact_path(onnx_art)  # sha256 checked
     assert onnx_art.options["opset"] == 17 and onnx_art.options["outputs"] == {"output0": [1, 5, 84]}
     p = onnx_art.parity
