@@ -22,14 +22,15 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-import cv2
 import numpy as np
 
 from edgekit.camera.accuracy import label_of
 from edgekit.camera.sinks import Overlay, Sink, lower_thread_priority
 from edgekit.errors import EdgekitError
+from edgekit.lazy import lazy_import
 from edgekit.profile.memory import nvmap_mb, rss_mb
 
+cv2 = lazy_import("cv2")  # imported on first use: `edgekit --help` and `info` work without OpenCV
 log = logging.getLogger(__name__)
 BOUNDARY = "edgekitframe"
 WINDOW = 64  # frames the live FPS and stage medians are computed over
