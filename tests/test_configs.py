@@ -43,8 +43,8 @@ def test_bad_recipes(tmp_path, text, message):
         load_recipe(str(r), ClassifyConfig)
 
 
-def test_shipped_recipes_load():
+def test_shipped_recipes_load(tmp_path):
     for r in RECIPES.glob("*.yaml"):
         cfg = ClassifyConfig(**load_recipe(str(r), ClassifyConfig))
-        cfg.data = "x"
+        cfg.data, cfg.out = str(tmp_path), str(tmp_path / "run")
         cfg.validate()

@@ -32,6 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgekit.configs import check_config, option
 from edgekit.errors import EdgekitError, unknown_choice
 from edgekit.fileio import atomic_dir
 
@@ -49,7 +50,7 @@ MAX_FRAME_W = 640  # frames are decoded at most this wide (bigbuckbunny is 1280x
 
 @dataclass
 class DigitsDetectConfig:
-    out: str = "data/digits-detect"  # output folder (YOLO layout + data.yaml)
+    out: str = option("data/digits-detect", path="out_dir")  # output folder (YOLO layout + data.yaml)
     train: int = 400  # training images
     val: int = 100  # held-out images (other digits, other frames than train)
     imgsz: int = 320  # image width in pixels; height is imgsz * 3/4 (a 4:3 camera frame)
@@ -68,10 +69,11 @@ class DigitsDetectConfig:
     crops: int = 1  # classification crops per pasted digit (train and val), each from a jittered box; 0 = none
     crop_jitter: float = 0.1  # each box edge moves by up to this fraction of the box's width or height
     crop_images: int = 2000  # extra train-segment images rendered only for train crops, with MNIST-5k train/val digits
-    seed: int = 0
+    seed: int = option(0, ge=0)  # which digits, frames and placements
     force: bool = False  # rebuild even when a complete folder with these settings exists
 
     def validate(self) -> None:
+        check_config(self)  # the ranges declared beside each field
         if self.classes not in CLASS_MODES:
             raise unknown_choice("--classes", self.classes, CLASS_MODES)
         if self.train < 1 or self.val < 1:

@@ -193,3 +193,23 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert m.source["metrics"]["world_size"] == 2
     assert m.source["metrics"]["top1"] >= 0.9  # 0 vs 1 is easy; the two ranks trained one model
     assert r.stdout.count("trained resnet18") == 1  # only rank 0 reports and writes
+
+
+def test_train_batches_merge_a_last_batch_of_one():
+    from edgekit.train.data import train_batches
+
+    assert train_batches(list(range(9)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7, 8]]
+    assert train_batches(list(range(10)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert train_batches(list(range(8)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert sorted(sum(train_batches(list(range(13)), 6), [])) == list(range(13))
+
+
+def test_a_training_set_leaving_one_image_over_trains(tmp_path):
+    """9 training images in batches of 4 leave one over: BatchNorm in training mode cannot take a batch of 1
+    ("Expected more than 1 value per channel"), so it joins the batch before it."""
+    root = tmp_path / "data"
+    _write_digits(root / "train", (0, 1, 2), 3)
+    _write_digits(root / "val", (0, 1, 2), 2)
+    s = train_classifier(_cfg(root, tmp_path / "run", epochs=1, batch=4, head_epochs=0))
+    assert s["metrics"]["n"] == 6 and len(s["history"]) == 1
+
