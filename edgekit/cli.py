@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("detect", DetectConfig, cmd_train_detect, "fine-tune an ultralytics YOLO detector on a YOLO dataset, "
              "offline; exports ONNX with parity and mAP checks")):
         t = tsub.add_parser(task, help=help_)
-        t.add_argument("--config", metavar="RECIPE", help="YAML/JSON file of these options (see models/); "
+        t.add_argument("--config", metavar="RECIPE", type=value_type(path="file"), help="YAML/JSON file of these options (see models/); "
                        "flags given here override it")
         add_dataclass_args(t, cls)
         t.set_defaults(func=func)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import inspect
 import math
 import os
@@ -178,6 +179,7 @@ class OneLineParser(argparse.ArgumentParser):
 _COMMENT = re.compile(r"^\s+(\w+)\s*:[^=#]+(?:=[^#]*)?#\s*(.+)$")
 
 
+@functools.lru_cache(maxsize=None)  # reading a class's source is ~3/4 of building the CLI's parser
 def _field_comments(cls: type) -> dict[str, str]:
     try:
         src = inspect.getsource(cls)

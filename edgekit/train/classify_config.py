@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from edgekit.configs import check_config, option
 from edgekit.errors import EdgekitError
@@ -9,6 +10,7 @@ from edgekit.errors import EdgekitError
 STRATEGIES = ("feature-extract", "finetune", "progressive")
 ARCH_NAMES = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "resnet18", "resnet34", "resnet50",
               "efficientnet_b0", "efficientnet_lite0")
+PRETRAINED_SOURCES = ("auto", "packaged", "torchvision", "none")
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
 DEVICE_HINT = "auto, cpu, cuda or cuda:N (N a CUDA device index)"
 MIN_IMGSZ = 32  # the backbones downsample 32x: a smaller crop leaves less than one pixel for the last stage
@@ -19,7 +21,7 @@ class ClassifyConfig:
     data: str = option("", path="dir", empty=True)  # ImageFolder: root/train + root/val, or root/<class>/ (val_split)
     out: str = option("runs/classify", path="out_dir")  # model directory: checkpoints, manifest, labels, plots
     arch: str = option("mobilenet_v2", choices=ARCH_NAMES)  # mobilenet_v2/v3_small/v3_large, resnet18/34/50, efficientnet_b0/lite0
-    pretrained: str = "auto"  # auto (packaged, else torchvision) | packaged | torchvision | none | PATH
+    pretrained: str = option("auto")  # auto (packaged, else torchvision) | packaged | torchvision | none | PATH
     imgsz: int = option(224, ge=MIN_IMGSZ, le=4096)  # square crop fed to the network
     crop_pct: float = option(0.875, gt=0, le=1)  # eval: resize the shorter side to imgsz / crop_pct, then centre-crop
     strategy: str = option("finetune", choices=STRATEGIES)  # feature-extract | finetune | progressive
@@ -54,3 +56,6 @@ class ClassifyConfig:
         check_config(self)  # the ranges declared beside each field
         if not self.data:
             raise EdgekitError("no dataset given: pass --data DIR (an ImageFolder; try `edgekit data mnist5k`)")
+        if self.pretrained not in PRETRAINED_SOURCES and not Path(self.pretrained).is_file():
+            raise EdgekitError(f"--pretrained {self.pretrained} is neither {', '.join(PRETRAINED_SOURCES)} nor a "
+                               "weights file")
