@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from edgekit.configs import check_config, option
+from edgekit.data.imagefolder import write_image
 from edgekit.errors import EdgekitError, unknown_choice
 from edgekit.fileio import atomic_dir
 
@@ -290,7 +291,7 @@ def write_crops(folder: Path, stem: str, img: np.ndarray, objects: list[tuple[in
         (folder / str(digit)).mkdir(parents=True, exist_ok=True)
         for k in range(cfg.crops):
             crop = crop_box(img, jitter_box(box, cfg.crop_jitter, rng))
-            cv2.imwrite(str(folder / str(digit) / f"{stem}_{j}_{k}.png"), crop)
+            write_image(folder / str(digit) / f"{stem}_{j}_{k}.png", crop)
             n += 1
     return n
 
@@ -367,7 +368,7 @@ def _write_split(root: Path, split: str, n: int, frames: list[tuple[str, list[np
         clip = int(rng.choice(len(frames), p=weights / weights.sum()))
         img, objects = render_image(frames[clip][1], pool[0], pool[1], cfg, rng)
         stem = f"{split}_{k:05d}"
-        cv2.imwrite(str(img_dir / f"{stem}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        write_image(img_dir / f"{stem}.jpg", img, (cv2.IMWRITE_JPEG_QUALITY, 95))
         (lbl_dir / f"{stem}.txt").write_text(yolo_lines(objects, img.shape[1], img.shape[0], cfg.classes))
         if cfg.crops:
             crops += write_crops(root / "crops" / split, stem, img, objects, cfg, crop_rng)

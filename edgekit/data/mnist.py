@@ -8,9 +8,9 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from edgekit.data.imagefolder import write_image
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_dir
 from edgekit.zoo import packaged_file
@@ -56,6 +56,6 @@ def write_mnist5k(out: str | Path, *, force: bool = False) -> dict[str, int]:
             for i in splits[split]:
                 d = tmp / split / str(labels[i])
                 d.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(d / f"{i:04d}.png"), images[i])
+                write_image(d / f"{i:04d}.png", images[i])
         (tmp / DONE).write_text("mnist5k\n")
     return {s: len(splits[s]) for s in ("train", "val")}
