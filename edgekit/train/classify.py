@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -222,7 +223,12 @@ def _checkpoint(model, optimizer, scheduler, scaler, state, cfg) -> dict:
 
 def _save(path: Path, obj: dict) -> None:
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:  # torch's zip writer reports a short write (a full disk) as "unexpected pos"
+            free = shutil.disk_usage(tmp.parent).free >> 20
+            raise EdgekitError(f"cannot write {path} ({free} MiB free there; is the disk full?): "
+                               f"{str(e).splitlines()[0][:160]}") from None
 
 
 def _resume(path: Path, cfg, model, optimizer, scheduler, scaler) -> dict:

@@ -213,3 +213,23 @@ def test_a_training_set_leaving_one_image_over_trains(tmp_path):
     s = train_classifier(_cfg(root, tmp_path / "run", epochs=1, batch=4, head_epochs=0))
     assert s["metrics"]["n"] == 6 and len(s["history"]) == 1
 
+
+
+def test_a_checkpoint_on_a_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path):
+    """Files capped at 4 KB (RLIMIT_FSIZE: writes past it fail as on a full disk): torch.save's zip writer
+    raises a bare RuntimeError ("unexpected pos"); the trainer says what failed, and no temp file is left."""
+    import resource
+    import signal
+
+    from edgekit.train import classify
+
+    old_sig = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        with pytest.raises(EdgekitError, match=r"cannot write .*best\.pt .*is the disk full"):
+            classify._save(tmp_path / "best.pt", {"w": torch.zeros(100_000)})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_sig)
+    assert list(tmp_path.iterdir()) == []
