@@ -14,9 +14,11 @@ import re
 from pathlib import Path
 from typing import Any, get_type_hints
 
-# ONNX opsets the exports accept: torch.onnx.export(dynamo=False) 2.x writes opsets 9..23 that pass
-# onnx.checker and ONNX Runtime parity for every edgekit backbone; 7-8 fail the checker, 24+ are refused
-ONNX_OPSETS = (9, 23)
+# ONNX opsets the exports accept. torch 2.14's torch.onnx.export(dynamo=False) writes opsets 9..23 that pass
+# onnx.checker and ONNX Runtime parity (mobilenet_v2/v3_small, resnet18, efficientnet_b0); it refuses 2-4 and
+# 24+, and 1, 5-8 fail. INT8's per-channel Q/DQ needs 13 (DequantizeLinear's axis): opset 9-12 exported, then
+# failed at `--precision int8`. TensorRT 10.3 (JetPack 6) parses up to 17 fully.
+ONNX_OPSETS = (13, 23)
 MAX_INT = 2**31 - 1  # every integer option fits a C int (what torch, OpenCV and the runtimes take)
 PATH_KINDS = ("dir", "file", "any", "out_dir", "out_file")  # inputs that must exist / outputs that must be writable
 

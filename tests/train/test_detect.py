@@ -92,15 +92,20 @@ def test_onnx_runs_through_the_runner_and_decodes(trained):
     postprocess(y, lb, conf=0.001)  # a random-init network: any count, but it decodes
 
 
-def test_bad_options_fail_fast():
+def test_bad_options_fail_fast(tmp_path):
     with pytest.raises(EdgekitError, match="no dataset"):
         DetectConfig().validate()
+    data = str(tmp_path)
     with pytest.raises(EdgekitError, match="multiple of 32"):
-        DetectConfig(data="x", imgsz=100).validate()
+        DetectConfig(data=data, imgsz=100).validate()
     with pytest.raises(EdgekitError, match="downloads are off"):
-        DetectConfig(data="x", model="yolov8n.pt").validate()
-    with pytest.raises(EdgekitError, match="unknown optimizer"):
-        DetectConfig(data="x", optimizer="lion").validate()
+        DetectConfig(data=data, model="yolov8n.pt").validate()
+    with pytest.raises(EdgekitError, match="--optimizer must be one of auto, SGD"):
+        DetectConfig(data=data, optimizer="lion").validate()
+    with pytest.raises(EdgekitError, match="--data names nothing: x does not exist"):
+        DetectConfig(data="x").validate()
+    with pytest.raises(EdgekitError, match="--model .* is a folder"):
+        DetectConfig(data=data, model=data).validate()
 
 
 def test_cli_bad_data_is_one_line_and_exit_2(tmp_path, tiny_data, capsys):
