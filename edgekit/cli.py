@@ -140,12 +140,12 @@ def export_configs(args: argparse.Namespace) -> dict:
         cls = Fp16ExportConfig if args.precision == "fp16" else Int8ExportConfig
         cfgs[args.precision] = dataclass_from_args(cls, args)
         fp32 = [a for a in manifest.artifacts if a.backend == "onnxrt" and a.precision == "fp32"]
-        if fp32 and "dynamic_batch" in args and bool(fp32[0].options.get("dynamic_batch")) != args.dynamic_batch:
-            raise EdgekitError(f"--{'' if args.dynamic_batch else 'no-'}dynamic-batch: {args.precision} is converted "
-                               f"from the FP32 ONNX in {args.model_dir}, exported with "
-                               f"{'a dynamic' if fp32[0].options.get('dynamic_batch') else 'a fixed'} batch; re-export "
-                               f"it first: `edgekit export {args.model_dir} --{'' if args.dynamic_batch else 'no-'}"
-                               "dynamic-batch`")
+        had = bool(fp32 and fp32[0].options.get("dynamic_batch"))
+        if fp32 and "dynamic_batch" in args and had != args.dynamic_batch:  # asked, and not what FP16/INT8 get
+            flag = f"--{'' if args.dynamic_batch else 'no-'}dynamic-batch"
+            raise EdgekitError(f"{flag}: {args.precision} is converted from the FP32 ONNX in {args.model_dir}, "
+                               f"exported with a {'dynamic' if had else 'fixed'} batch; re-export it first: "
+                               f"`edgekit export {args.model_dir} {flag}`")
     for cfg in cfgs.values():
         if hasattr(cfg, "validate"):
             cfg.validate()

@@ -38,6 +38,10 @@ class Check:
     empty: bool = False
     hint: str = ""
 
+    def __post_init__(self) -> None:
+        if self.path not in ("", *PATH_KINDS):
+            raise ValueError(f"unknown path kind {self.path!r}; one of {PATH_KINDS}")
+
     def problem(self, value: Any) -> str | None:
         """Why `value` is refused ('must be ...'), or None when it is accepted."""
         if isinstance(value, bool) or value is None:
@@ -50,13 +54,12 @@ class Check:
 
     def _number_problem(self, v: float) -> str | None:
         if not math.isfinite(v):
-            return "must be a finite number"
+            return f"must be a finite number, got {v!r}"
         if isinstance(v, int) and abs(v) > MAX_INT:
-            return f"must be at most {MAX_INT} in size"
-        for bound, ok, word in ((self.ge, lambda b: v >= b, ">="), (self.gt, lambda b: v > b, ">"),
-                                (self.le, lambda b: v <= b, "<="), (self.lt, lambda b: v < b, "<")):
-            if bound is not None and not ok(bound):
-                return f"must be {self.hint or self.range_text()}"
+            return f"is too large (the limit is {MAX_INT}), got {v!r}"
+        if ((self.ge is not None and v < self.ge) or (self.gt is not None and v <= self.gt)
+                or (self.le is not None and v > self.le) or (self.lt is not None and v >= self.lt)):
+            return f"must be {self.hint or self.range_text()}, got {v!r}"
         return None
 
     def range_text(self) -> str:
@@ -72,9 +75,9 @@ class Check:
         if self.choices and v not in self.choices:
             from edgekit.errors import did_you_mean
 
-            return f"must be one of {', '.join(self.choices)}{did_you_mean(v, self.choices)}"
+            return f"must be one of {', '.join(self.choices)}{did_you_mean(v, self.choices)}, got {v!r}"
         if self.pattern and not re.fullmatch(self.pattern, v):
-            return f"must be {self.hint or 'of the form ' + self.pattern}"
+            return f"must be {self.hint or 'of the form ' + self.pattern}, got {v!r}"
         if self.path:
             return path_problem(v, self.path)
         return None
@@ -135,16 +138,12 @@ def check_values(cls: type, values: dict[str, Any], where: str = "") -> None:
         why = check.problem(values[f.name])
         if why:
             what = f"{where}: '{f.name}'" if where else f"--{f.name.replace('_', '-')}"
-            raise EdgekitError(f"{what} {_got(why, values[f.name])}")
+            raise EdgekitError(f"{what} {why}")
 
 
 def check_config(cfg: Any) -> None:
     """Check every declared field of a config built in code (the CLI checks flags and recipes as it reads them)."""
     check_values(type(cfg), dataclasses.asdict(cfg))
-
-
-def _got(why: str, value: Any) -> str:
-    return why if value and str(value) in why else f"{why}, got {value!r}"
 
 
 class _Value:
@@ -162,7 +161,7 @@ class _Value:
                                              f"got {text!r}") from None
         why = (self.check or Check()).problem(value) if self.typ is not str or self.check else None
         if why:
-            raise argparse.ArgumentTypeError(_got(why, text))
+            raise argparse.ArgumentTypeError(why)
         return value
 
 

@@ -80,7 +80,7 @@ def test_issue_11_options_are_one_line_errors(argv, message, capsys):
 def test_recipe_values_are_checked_like_flags(tmp_path):
     r = tmp_path / "r.yaml"
     r.write_text("lr: -1\n")
-    with pytest.raises(EdgekitError, match=r"'lr' must be > 0 and <= 10, got -1"):
+    with pytest.raises(EdgekitError, match=r"'lr' must be > 0 and <= 10, got -1.0"):
         load_recipe(str(r), ClassifyConfig)
 
 
