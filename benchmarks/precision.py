@@ -122,7 +122,6 @@ def main(args: argparse.Namespace) -> int:
 
 def _heldback_top1(manifest, files: dict[str, Path]) -> dict[str, float]:
     """Top-1 of each file on the 100 digits per class that edgekit's mnist5k writes to neither split."""
-    import numpy as np
 
     from edgekit.data.mnist import load_mnist5k, split_indices
     from edgekit.export.accuracy import run_onnx, top1

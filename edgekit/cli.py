@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from edgekit import __version__
-from edgekit.configs import add_dataclass_args, dataclass_from_args
+from edgekit.configs import OneLineParser, add_dataclass_args, dataclass_from_args, value_type
 from edgekit.errors import EdgekitError
 
 log = logging.getLogger("edgekit")
@@ -69,6 +69,7 @@ def cmd_data_digits_detect(args: argparse.Namespace) -> int:
     from edgekit.data.digits_detect import DigitsDetectConfig, write_digits_detect
 
     cfg = dataclass_from_args(DigitsDetectConfig, args)
+    cfg.validate()  # before the work: a wrong option fails in the first second
     meta = write_digits_detect(cfg)
     c, names = meta["counts"], meta["classes"]
     video = (f"; test video {cfg.out}/video/digits.mp4 ({meta['video']['frames']} frames, ground truth in "
@@ -123,12 +124,14 @@ def cmd_train_detect(args: argparse.Namespace) -> int:
 # ---- export --------------------------------------------------------------------------------------------
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from edgekit.export.onnx import OnnxExportConfig, onnx_from_torch
+    from edgekit.export.onnx import onnx_from_torch
+    from edgekit.export.options import export_configs
 
+    cfgs = export_configs(args)
     if args.to == "trt":
-        from edgekit.export.trt import TrtBuildConfig, engine_from_onnx
+        from edgekit.export.trt import engine_from_onnx
 
-        art = engine_from_onnx(args.model_dir, dataclass_from_args(TrtBuildConfig, args))
+        art = engine_from_onnx(args.model_dir, cfgs["trt"])
         dev = (art.built_on.get("device") or {}).get("name", "?")
         agree = art.parity.get("top1_agreement")
         print(f"wrote {args.model_dir}/{art.path}: TensorRT {art.built_on.get('tensorrt')} on {dev}, built "
@@ -138,17 +141,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     precision = getattr(args, "precision", "fp32")
     if precision != "fp32":  # fp16 / int8: from the model's FP32 ONNX, exported first when it is missing
-        from edgekit.export.fp16 import Fp16ExportConfig, fp16_from_onnx
-        from edgekit.export.int8 import Int8ExportConfig, int8_from_onnx
+        from edgekit.export.fp16 import fp16_from_onnx
+        from edgekit.export.int8 import int8_from_onnx
         from edgekit.manifest import Manifest
 
         if not any(a.backend == "onnxrt" and a.precision == "fp32" for a in Manifest.load(args.model_dir).artifacts):
             log.info("no FP32 ONNX in %s yet: exporting it first", args.model_dir)
-            onnx_from_torch(args.model_dir, dataclass_from_args(OnnxExportConfig, args))
+            onnx_from_torch(args.model_dir, cfgs["onnx"])
         if precision == "fp16":
-            art = fp16_from_onnx(args.model_dir, dataclass_from_args(Fp16ExportConfig, args))
+            art = fp16_from_onnx(args.model_dir, cfgs["fp16"])
         else:
-            art = int8_from_onnx(args.model_dir, dataclass_from_args(Int8ExportConfig, args))
+            art = int8_from_onnx(args.model_dir, cfgs["int8"])
         a, p, o = art.accuracy, art.parity, art.options
         msg = (f"wrote {args.model_dir}/{art.path} ({precision}, sha256 {art.sha256[:12]}); on {a['n']} held-out "
                f"images: {a['metric']} {a['value']:.2%} (FP32 {a['value'] + a['drop_points'] / 100:.2%}, drop "
@@ -166,7 +169,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 msg += f"; OVER the {a['budget_points']:.2f}-point budget (--allow-over-budget)"
         print(msg)
         return 0
-    art = onnx_from_torch(args.model_dir, dataclass_from_args(OnnxExportConfig, args))
+    art = onnx_from_torch(args.model_dir, cfgs["onnx"])
     p = art.parity
     msg = f"wrote {args.model_dir}/{art.path} (opset {art.options['opset']}, sha256 {art.sha256[:12]})"
     if p:
@@ -183,6 +186,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edgekit.profile.report import PLOTS, markdown, plots_available, write_report
 
     cfg = dataclass_from_args(BenchConfig, args)
+    cfg.validate()  # options, manifest, data and the report folder, before the first run
     report = run_matrix(cfg)
     dest = write_report(report, cfg.out or f"{cfg.model_dir}/bench")
     plots = plots_available()
@@ -204,6 +208,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     cfg = dataclass_from_args(BenchConfig, args)
     cfg.warmup, cfg.iters = 1, 3  # parity, not timing
+    cfg.validate(report=False)
     report = run_matrix(cfg)
     task = bench_task(report["task"])
     metric, agreement = task.metric_label, task.agreement_label
@@ -239,6 +244,7 @@ def cmd_camera(args: argparse.Namespace) -> int:
     from edgekit.camera.loop import CameraConfig, run_camera
 
     cfg = dataclass_from_args(CameraConfig, args)
+    cfg.validate()  # before a model loads or a camera opens
     r = run_camera(cfg)
     # with `-` (records on stdout) the summary joins the logs on stderr, so stdout stays pure JSON lines
     out = sys.stderr if "-" in cfg.output else sys.stdout
@@ -281,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edgekit.export.onnx import OnnxExportConfig
     from edgekit.train.classify_config import ClassifyConfig
 
-    p = argparse.ArgumentParser(prog="edgekit", description="Train, export, run and measure vision models "
+    p = OneLineParser(prog="edgekit", description="Train, export, run and measure vision models "
                                 "for NVIDIA Jetson.")
     p.add_argument("--version", action="version", version=f"edgekit {__version__}")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
@@ -294,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("data", help="build a bundled dataset from offline sources")
     dsub = s.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     d = dsub.add_parser("mnist5k", help="5,000 real MNIST digits as an ImageFolder (fixed train/val split)")
-    d.add_argument("--out", required=True, help="output folder")
+    d.add_argument("--out", required=True, type=value_type(path="out_dir"), help="output folder")
     d.add_argument("--force", action="store_true", help="rebuild even when the folder is complete (only a folder "
                    "edgekit made and holding nothing else is replaced)")
     d.set_defaults(func=cmd_data)
@@ -314,14 +320,14 @@ def build_parser() -> argparse.ArgumentParser:
             ("detect", DetectConfig, cmd_train_detect, "fine-tune an ultralytics YOLO detector on a YOLO dataset, "
              "offline; exports ONNX with parity and mAP checks")):
         t = tsub.add_parser(task, help=help_)
-        t.add_argument("--config", metavar="RECIPE", help="YAML/JSON file of these options (see models/); "
+        t.add_argument("--config", metavar="RECIPE", type=value_type(path="file"), help="YAML/JSON file of these options (see models/); "
                        "flags given here override it")
         add_dataclass_args(t, cls)
         t.set_defaults(func=func)
 
     s = sub.add_parser("export", help="export a trained model (ONNX: FP32, FP16, INT8), checked against PyTorch "
                        "or FP32")
-    s.add_argument("model_dir", help="model directory (holds manifest.json)")
+    s.add_argument("model_dir", type=value_type(path="dir"), help="model directory (holds manifest.json)")
     s.add_argument("--to", choices=["onnx", "trt"], default="onnx",
                    help="onnx, or trt: a TensorRT engine (on the Jetson; cached, refused when foreign) (default: onnx)")
     s.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
@@ -360,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_camera)
 
     s = sub.add_parser("demo", help="the whole pipeline on the bundled data, offline")
-    s.add_argument("--out", default="runs/demo", help="where everything is written (default: %(default)s)")
+    s.add_argument("--out", default="runs/demo", type=value_type(path="out_dir"), help="where everything is written (default: %(default)s)")
     s.add_argument("--quick", action="store_true", help="a shorter schedule (for smoke tests)")
     s.set_defaults(func=cmd_demo)
     return p
@@ -383,6 +389,10 @@ def run_command(func, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("edgekit: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a full disk, a read-only folder, a path under a file: the system's words, one line
+        where = f": {e.filename}" if e.filename else ""
+        print(f"edgekit: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

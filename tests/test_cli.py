@@ -43,7 +43,8 @@ def test_export_with_changed_weights(tmp_path, torch_model_copy):
 
 @pytest.mark.parametrize("args, expect", [
     (["--data", "EMPTY"], "is empty: expected one sub-folder per class"),
-    (["--data", "DIGITS", "--arch", "resnet19"], "unknown architecture 'resnet19' (did you mean 'resnet18'?)"),
+    (["--data", "DIGITS", "--arch", "resnet19"], "--arch: must be one of mobilenet_v2, "),
+    (["--data", "DIGITS", "--arch", "resnet19"], "(did you mean 'resnet18'?)"),
     ([], "no dataset given: pass --data DIR"),
 ])
 def test_train_classify_user_errors(tmp_path, digits_imagefolder, args, expect):
@@ -64,10 +65,12 @@ def test_data_into_a_foreign_folder(tmp_path):
     assert [p.name for p in (tmp_path / "photos").iterdir()] == ["holiday.jpg"]
 
 
-@pytest.mark.parametrize("args", [["bogus"], ["export", "m", "--to", "tflite"], ["data"]])
-def test_bad_usage_exits_2_with_usage(tmp_path, args):
+@pytest.mark.parametrize("args, help_", [(["bogus"], "edgekit --help"), (["export", "m", "--to", "tflite"],
+                                         "edgekit export --help"), (["data"], "edgekit data --help")])
+def test_bad_usage_exits_2_with_one_line_naming_the_help(tmp_path, args, help_):
     p = edgekit(*args, cwd=tmp_path)
-    assert p.returncode == 2 and "usage: edgekit" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+    assert p.stderr.startswith("edgekit: error: ") and f"(see `{help_}`)" in p.stderr
 
 
 # ---- help and version --------------------------------------------------------------------------------

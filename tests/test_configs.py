@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import pytest
 
@@ -43,8 +44,76 @@ def test_bad_recipes(tmp_path, text, message):
         load_recipe(str(r), ClassifyConfig)
 
 
-def test_shipped_recipes_load():
+def test_shipped_recipes_load(tmp_path):
     for r in RECIPES.glob("*.yaml"):
         cfg = ClassifyConfig(**load_recipe(str(r), ClassifyConfig))
-        cfg.data = "x"
+        cfg.data, cfg.out = str(tmp_path), str(tmp_path / "run")
         cfg.validate()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "classify", "--lr", "-1"], "argument --lr: must be > 0"),
+    (["train", "classify", "--scale-min", "-1"], "argument --scale-min: must be > 0"),
+    (["train", "classify", "--threads", "-1"], "argument --threads: must be from 0 to 1024"),
+    (["train", "classify", "--workers", "-1"], "argument --workers: must be from 0 to 256"),
+    (["train", "classify", "--device", "gpu0"], "argument --device: must be auto, cpu, cuda or cuda:N"),
+    (["train", "classify", "--label-smoothing", "2"], "argument --label-smoothing: must be >= 0 and < 1"),
+    (["train", "classify", "--imgsz", "1"], "argument --imgsz: must be from 32 to 4096"),
+    (["bench", ".", "--iters", "0"], "argument --iters: must be >= 1"),
+    (["bench", ".", "--eval-images", "-3"], "argument --eval-images: must be >= 0"),
+    (["export", ".", "--opset", "99"], "argument --opset: must be from 13 to 23"),
+    (["export", ".", "--opset", "5"], "argument --opset: must be from 13 to 23"),
+    (["camera", "x.mp4", "--max-frames", "-5"], "argument --max-frames: must be >= 0"),
+    (["camera", "x.mp4", "--conf", "-1"], "argument --conf: must be from 0 to 1"),
+    (["camera", "x.mp4", "--max-det", "-1"], "argument --max-det: must be from 1 to 100000"),
+])
+def test_issue_11_options_are_one_line_errors(argv, message, capsys):
+    from edgekit import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("edgekit: error: "), err
+    assert message in err
+
+
+def test_recipe_values_are_checked_like_flags(tmp_path):
+    r = tmp_path / "r.yaml"
+    r.write_text("lr: -1\n")
+    with pytest.raises(EdgekitError, match=r"'lr' must be > 0 and <= 10, got -1.0"):
+        load_recipe(str(r), ClassifyConfig)
+
+
+def test_a_config_built_in_code_is_checked_by_validate(tmp_path):
+    cfg = ClassifyConfig(data=str(tmp_path), out=str(tmp_path / "run"), label_smoothing=2.0)
+    with pytest.raises(EdgekitError, match="--label-smoothing must be >= 0 and < 1, got 2.0"):
+        cfg.validate()
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path):
+    from edgekit.configs import path_problem
+
+    (tmp_path / "f").write_text("x")
+    assert "is a file" in path_problem(str(tmp_path / "f" / "out"), "out_dir")
+    assert "is a file" in path_problem(str(tmp_path / "f"), "out_dir")
+    assert path_problem(str(tmp_path / "new" / "deeper"), "out_dir") is None
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.geteuid() != 0:  # root writes anywhere
+            assert "read-only" in path_problem(str(ro / "out"), "out_dir")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_an_oserror_in_a_command_is_one_line(capsys):
+    import errno
+
+    from edgekit.cli import run_command
+
+    def full_disk(_args):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/x/model.onnx")
+
+    assert run_command(full_disk, argparse.Namespace()) == 2
+    assert capsys.readouterr().err == "edgekit: error: No space left on device: runs/x/model.onnx\n"

@@ -9,7 +9,6 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -20,7 +19,9 @@ from edgekit.camera.outputs import check_outputs, open_output
 from edgekit.camera.records import RecordMaker
 from edgekit.camera.sinks import Sink
 from edgekit.camera.sources import CaptureOptions, FrameSource
+from edgekit.configs import check_config, option
 from edgekit.errors import EdgekitError
+from edgekit.manifest import BACKENDS, PRECISIONS
 from edgekit.fileio import atomic_write_json
 from edgekit.profile.memory import peak_rss_mb, rss_mb
 from edgekit.profile.timer import LatencyStats, Timer
@@ -32,31 +33,34 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CameraConfig:
-    input: str = ""  # csi://0, /dev/video0, rtsp://..., a video file, an image folder or glob
-    output: list[str] = field(default_factory=list)  # display://0, out.mp4, frames/, results.jsonl, -, http://HOST:PORT
-    detector: str = ""  # YOLO model directory (manifest.json)
-    classifier: str = ""  # classifier model directory, run on each detection (or the whole frame)
-    det_backend: str = "onnxrt"  # torch | onnxrt | trt | tinygrad
-    cls_backend: str = "onnxrt"
-    det_precision: str = ""  # fp32 | fp16 | int8; empty: the best the model directory has, fp32 first
-    cls_precision: str = ""
-    device: str = ""  # runner device; empty: the backend's default
-    conf: float = 0.25  # detection confidence threshold
-    iou: float = 0.45  # NMS IoU threshold
-    max_det: int = 100
+    input: str = option("", hint="pass a camera URI, a video file or an image folder")  # csi://0, /dev/video0, rtsp://..., a video file, an image folder or glob
+    output: list[str] = field(default_factory=list)  # display://0, out.mp4, frames/, results.jsonl, -, http://HOST:PORT (repeatable)
+    detector: str = option("", path="dir", empty=True)  # YOLO model directory (manifest.json)
+    classifier: str = option("", path="dir", empty=True)  # classifier model directory, run on each detection (or the whole frame)
+    det_backend: str = option("onnxrt", choices=BACKENDS)  # torch | onnxrt | trt | tinygrad
+    cls_backend: str = option("onnxrt", choices=BACKENDS)  # torch | onnxrt | trt | tinygrad
+    det_precision: str = option("", choices=PRECISIONS, empty=True)  # fp32 | fp16 | int8; empty: the best the model directory has, fp32 first
+    cls_precision: str = option("", choices=PRECISIONS, empty=True)  # fp32 | fp16 | int8; empty: the best there is
+    device: str = option("", choices=("cpu", "cuda", "trt"), empty=True)  # runner device; empty: the backend's default
+    conf: float = option(0.25, ge=0, le=1)  # detection confidence threshold
+    iou: float = option(0.45, gt=0, le=1)  # NMS IoU threshold
+    max_det: int = option(100, ge=1, le=100_000)  # detections kept per frame after NMS
     headless: bool = False  # no display even if one is asked for
-    max_frames: int = 0  # stop after this many frames; 0 = until the end of the stream
+    max_frames: int = option(0, ge=0)  # stop after this many frames; 0 = until the end of the stream
     loop: bool = False  # restart video files at the end
-    width: int = 1280  # capture size for CSI / V4L2
-    height: int = 720
-    fps: int = 30
-    flip: int = 0  # CSI flip-method
+    width: int = option(1280, ge=16, le=16384)  # capture size for CSI / V4L2
+    height: int = option(720, ge=16, le=16384)  # capture height for CSI / V4L2
+    fps: int = option(30, ge=1, le=1000)  # capture rate for CSI / V4L2
+    flip: int = option(0, ge=0, le=7)  # CSI flip-method
     draw: bool = True  # overlays on the frames written
-    report: str = ""  # JSON report path; empty: none
-    threads: int = 0  # CPU threads per runner; 0 = the runtime's default
-    truth: str = ""  # ground truth per frame (digits-detect's video/digits.jsonl): digit accuracy in the report
-    same_as: str = ""  # another run's results .jsonl (say, another backend's): whether this run's are the same
-    http_viewers: int = 4  # live view (http:// output): most streams at once; more get HTTP 503
+    report: str = option("", path="out_file", empty=True)  # JSON report path; empty: none
+    threads: int = option(0, ge=0, le=1024)  # CPU threads per runner; 0 = the runtime's default
+    truth: str = option("", path="file", empty=True)  # ground truth per frame (digits-detect's video/digits.jsonl): digit accuracy in the report
+    same_as: str = option("", path="file", empty=True)  # another run's results .jsonl (say, another backend's): whether this run's are the same
+    http_viewers: int = option(4, ge=1, le=64)  # live view (http:// output): most streams at once; more get HTTP 503
+
+    def validate(self) -> None:
+        check_config(self)  # the ranges declared beside each field
 
 
 def open_runner(model_dir: str, backend: str, precision: str, device: str, threads: int):

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.configs import check_config, option
+from edgekit.data.imagefolder import write_image
 from edgekit.errors import EdgekitError, unknown_choice
 from edgekit.fileio import atomic_dir, check_replaceable
 from edgekit.lazy import lazy_import
@@ -51,7 +53,7 @@ MAX_FRAME_W = 640  # frames are decoded at most this wide (bigbuckbunny is 1280x
 
 @dataclass
 class DigitsDetectConfig:
-    out: str = "data/digits-detect"  # output folder (YOLO layout + data.yaml)
+    out: str = option("data/digits-detect", path="out_dir")  # output folder (YOLO layout + data.yaml)
     train: int = 400  # training images
     val: int = 100  # held-out images (other digits, other frames than train)
     imgsz: int = 320  # image width in pixels; height is imgsz * 3/4 (a 4:3 camera frame)
@@ -70,10 +72,11 @@ class DigitsDetectConfig:
     crops: int = 1  # classification crops per pasted digit (train and val), each from a jittered box; 0 = none
     crop_jitter: float = 0.1  # each box edge moves by up to this fraction of the box's width or height
     crop_images: int = 2000  # extra train-segment images rendered only for train crops, with MNIST-5k train/val digits
-    seed: int = 0
+    seed: int = option(0, ge=0)  # which digits, frames and placements
     force: bool = False  # rebuild even when complete (only a folder edgekit made, holding nothing else, is replaced)
 
     def validate(self) -> None:
+        check_config(self)  # the ranges declared beside each field
         if self.classes not in CLASS_MODES:
             raise unknown_choice("--classes", self.classes, CLASS_MODES)
         if self.train < 1 or self.val < 1:
@@ -290,7 +293,7 @@ def write_crops(folder: Path, stem: str, img: np.ndarray, objects: list[tuple[in
         (folder / str(digit)).mkdir(parents=True, exist_ok=True)
         for k in range(cfg.crops):
             crop = crop_box(img, jitter_box(box, cfg.crop_jitter, rng))
-            cv2.imwrite(str(folder / str(digit) / f"{stem}_{j}_{k}.png"), crop)
+            write_image(folder / str(digit) / f"{stem}_{j}_{k}.png", crop)
             n += 1
     return n
 
@@ -367,7 +370,7 @@ def _write_split(root: Path, split: str, n: int, frames: list[tuple[str, list[np
         clip = int(rng.choice(len(frames), p=weights / weights.sum()))
         img, objects = render_image(frames[clip][1], pool[0], pool[1], cfg, rng)
         stem = f"{split}_{k:05d}"
-        cv2.imwrite(str(img_dir / f"{stem}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        write_image(img_dir / f"{stem}.jpg", img, (cv2.IMWRITE_JPEG_QUALITY, 95))
         (lbl_dir / f"{stem}.txt").write_text(yolo_lines(objects, img.shape[1], img.shape[0], cfg.classes))
         if cfg.crops:
             crops += write_crops(root / "crops" / split, stem, img, objects, cfg, crop_rng)

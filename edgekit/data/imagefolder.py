@@ -219,3 +219,13 @@ def heldout_for(manifest, data: str | Path | None = None, limit: int | None = No
     """The model's validation split (as recorded in its manifest), or the val split of `data`."""
     _, val, _ = splits_for(manifest, data)
     return val.subset(range(min(len(val), limit))) if limit else val
+
+
+def write_image(path: str | Path, img: np.ndarray, params: tuple[int, ...] = ()) -> None:
+    """Encode and write an image; a full disk or an unwritable folder raises OSError. cv2.imwrite only returns
+    False then, and a dataset builder that does not look would mark a folder with missing images complete."""
+    path = Path(path)
+    ok, buf = cv2.imencode(path.suffix, img, list(params))
+    if not ok:
+        raise EdgekitError(f"OpenCV cannot encode an image as {path.suffix} ({path})")
+    path.write_bytes(buf.tobytes())

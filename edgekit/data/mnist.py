@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.data.imagefolder import write_image
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_dir, check_replaceable
 from edgekit.lazy import lazy_import
@@ -60,6 +61,6 @@ def write_mnist5k(out: str | Path, *, force: bool = False) -> dict[str, int]:
             for i in splits[split]:
                 d = tmp / split / str(labels[i])
                 d.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(d / f"{i:04d}.png"), images[i])
+                write_image(d / f"{i:04d}.png", images[i])
         (tmp / DONE).write_text("mnist5k\n")
     return {s: len(splits[s]) for s in ("train", "val")}

@@ -16,6 +16,7 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edgekit.configs import check_config, option
 from edgekit.errors import EdgekitError
 from edgekit.export.accuracy import evaluate
 from edgekit.export.tasks import task_hooks
@@ -37,11 +38,14 @@ FLOAT_INPUTS_OF = {"Resize": (1, 2), "Upsample": (1,)}  # roi, scales: FP32 by t
 class Fp16ExportConfig:
     block_ops: str = ""  # more op types kept in FP32 (comma-separated), on top of edgekit's list
     block_nodes: str = ""  # node names kept in FP32 (comma-separated)
-    fp16_tolerance: float = 5e-2  # max abs error vs the FP32 ONNX / max |output| (MobileNetV2@64: 1.3e-2)
-    fp16_min_agreement: float = 0.99  # classifiers: share of held-out top-1 equal to FP32's; detectors: mAP50-95
+    fp16_tolerance: float = option(5e-2, gt=0)  # max abs error vs the FP32 ONNX / max |output| (MobileNetV2@64: 1.3e-2)
+    fp16_min_agreement: float = option(0.99, ge=0, le=1)  # classifiers: share of held-out top-1 equal to FP32's; detectors: mAP50-95
     # of the FP16 detections against FP32's own
-    eval_images: int = 0  # held-out images for parity and accuracy (0 = the whole val split)
-    data: str | None = None  # held-out images; default: the val split recorded in the manifest
+    eval_images: int = option(0, ge=0)  # held-out images for parity and accuracy (0 = the whole val split)
+    data: str | None = option(None, path="dir")  # held-out images; default: the val split recorded in the manifest
+
+    def validate(self) -> None:
+        check_config(self)
 
 
 def block_list(extra: str = "") -> list[str]:

@@ -14,7 +14,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgekit.errors import EdgekitError, unknown_choice
+from edgekit.configs import check_config, option
+from edgekit.errors import EdgekitError
 from edgekit.export import calibration as cal
 from edgekit.export.accuracy import evaluate, latency_ratio
 from edgekit.export.qdq import QuantSettings, prepare, quantize_qdq, quantized_nodes, strip_unused_opsets
@@ -29,35 +30,30 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Int8ExportConfig:
-    calibration: str = "percentile"  # percentile | minmax | entropy (percentile measured best on ResNet18, MobileNetV2)
-    calib_images: int = 200  # training images that calibrate the ranges (never the held-out images)
-    min_calib_images: int = 32  # fewer calibration images than this is an error
-    percentile: float = 99.999  # percentile calibration: the kept share of |activation| values
+    calibration: str = option("percentile", choices=cal.METHODS)  # percentile | minmax | entropy (percentile measured best on ResNet18, MobileNetV2)
+    calib_images: int = option(200, ge=1)  # training images that calibrate the ranges (never the held-out images)
+    min_calib_images: int = option(32, ge=1)  # fewer calibration images than this is an error
+    percentile: float = option(99.999, gt=0, le=100)  # percentile calibration: the kept share of |activation| values
     per_channel: bool = True  # one weight scale per output channel (per-tensor loses far more accuracy)
-    activations: str = "uint8"  # uint8 (ONNX Runtime's fast x86 kernels) | int8
+    activations: str = option("uint8", choices=("uint8", "int8"))  # uint8 (ONNX Runtime's fast x86 kernels) | int8
     symmetric_activations: bool = False  # int8 with zero point 0 (TensorRT's form); slower than FP32 on ORT x86
     reduce_range: bool = False  # 7-bit weights: for x86 CPUs without VNNI, where 8-bit products saturate
     preprocess: bool = True  # onnxruntime quant_pre_process (shape inference, fusions) before quantizing
-    int8_budget: float = 1.0  # max loss in points of the metric (top-1 %, detectors mAP50-95 x 100) vs FP32, held-out
+    int8_budget: float = option(1.0, ge=0, le=100)  # max loss in points of the metric (top-1 %, detectors mAP50-95 x 100) vs FP32, held-out
     fallback: bool = True  # over budget: keep the most sensitive layers in float until within it
-    max_float_nodes: int = 0  # cap on layers the fallback keeps in float (0 = a quarter of the quantizable ones)
+    max_float_nodes: int = option(0, ge=0)  # cap on layers the fallback keeps in float (0 = a quarter of the quantizable ones)
     allow_over_budget: bool = False  # write the model even when the budget is not met (the manifest says so)
     exclude_nodes: str = ""  # node names always kept in float (comma-separated)
-    tune_images: int = 300  # training images, disjoint from calibration, that rank layers for the fallback
-    eval_images: int = 0  # held-out images for accuracy and parity (0 = the whole val split)
-    latency_rounds: int = 10  # interleaved FP32/INT8 timing rounds (20 calls each) for the latency ratio; 0 = skip
-    data: str | None = None  # ImageFolder to use instead of the manifest's dataset (train calibrates, val evaluates)
-    calib_seed: int = 0  # which training images calibrate (a seeded, class-balanced pick)
+    tune_images: int = option(300, ge=1)  # training images, disjoint from calibration, that rank layers for the fallback
+    eval_images: int = option(0, ge=0)  # held-out images for accuracy and parity (0 = the whole val split)
+    latency_rounds: int = option(10, ge=0)  # interleaved FP32/INT8 timing rounds (20 calls each) for the latency ratio; 0 = skip
+    data: str | None = option(None, path="dir")  # ImageFolder to use instead of the manifest's dataset (train calibrates, val evaluates)
+    calib_seed: int = option(0, ge=0)  # which training images calibrate (a seeded, class-balanced pick)
 
     def validate(self) -> None:
-        if self.calibration not in cal.METHODS:
-            raise unknown_choice("calibration method", self.calibration, cal.METHODS)
-        if self.int8_budget < 0:
-            raise EdgekitError("--int8-budget must be >= 0 (points of top-1)")
+        check_config(self)  # the ranges declared beside each field
         if self.symmetric_activations and self.activations != "int8":
             raise EdgekitError("--symmetric-activations needs --activations int8 (zero point 0 is int8's midpoint)")
-        if self.tune_images < 1:
-            raise EdgekitError("--tune-images must be at least 1")
 
 
 def int8_from_onnx(model_dir: str | Path, cfg: Int8ExportConfig | None = None) -> Artifact:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.compare import compare_logits
+from edgekit.configs import ONNX_OPSETS, option
 from edgekit.data.imagefolder import heldout_for
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_path
@@ -23,13 +24,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class OnnxExportConfig:
-    opset: int = 17  # TensorRT 10.3 (JetPack 6) parses up to opset 17 fully
+    opset: int = option(17, ge=ONNX_OPSETS[0], le=ONNX_OPSETS[1])  # TensorRT 10.3 (JetPack 6) parses up to opset 17 fully
     dynamic_batch: bool = False  # a 'batch' axis instead of a fixed batch of 1
     slim: bool = True  # onnxslim: constant folding and fusion before TensorRT sees it
-    parity_images: int = 500  # held-out images compared against PyTorch (0 = skip the check)
-    tolerance: float = 1e-3  # max abs error / max |logit| allowed
-    min_top1_agreement: float = 1.0  # fraction of images whose top-1 must agree
-    data: str | None = None  # held-out images; default: the val split recorded in the manifest
+    parity_images: int = option(500, ge=0)  # held-out images compared against PyTorch (0 = skip the check)
+    tolerance: float = option(1e-3, gt=0)  # max abs error / max |logit| allowed
+    min_top1_agreement: float = option(1.0, ge=0, le=1)  # fraction of images whose top-1 must agree
+    data: str | None = option(None, path="dir")  # held-out images; default: the val split recorded in the manifest
 
 
 def onnx_from_torch(model_dir: str | Path, cfg: OnnxExportConfig | None = None) -> Artifact:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import EdgekitError, unknown_choice
+from edgekit.configs import check_config, option
+from edgekit.errors import EdgekitError
 from edgekit.export.trt_cache import (EngineEnv, EngineKey, cached_engine, rebuild_command, timing_cache_path,
                                       write_sidecar)
 from edgekit.export.trt_plan import (TYPINGS, BuildPlan, calibration_batch, check_dla, engine_filename,
@@ -30,29 +31,22 @@ FP32_TOLERANCE = 1e-3
 
 @dataclass
 class TrtBuildConfig:
-    precision: str = "fp16"  # fp32 | fp16 | int8 (the manifest records what was really built)
-    typing: str = "auto"  # auto (by TensorRT version) | weak (builder flags, INT8 calibrator) | strong (typed ONNX)
-    workspace_mb: int = 1024  # builder scratch memory limit in MiB (Jetson shares it with the CPU)
-    opt_batch: int = 0  # batch TensorRT tunes for, dynamic-batch ONNX only (0 = 1)
-    max_batch: int = 0  # largest batch a dynamic-batch engine accepts (0 = max(8, opt batch))
-    dla_core: int = -1  # Jetson DLA core (fp16/int8; unsupported layers fall back to the GPU); -1 = GPU only
-    timing_cache: str = "auto"  # auto (~/.cache/edgekit/trt, per TensorRT version and GPU) | none | PATH
-    calib_images: int = 200  # INT8 with weak typing: training images the entropy calibrator sees
-    seed: int = 0  # which training images calibrate: the same choice as the ONNX INT8 export's --seed
-    calib_batch: int = 8  # INT8 calibration batch (a fixed-batch ONNX uses its own batch)
-    data: str | None = None  # ImageFolder (train split calibrates, val split checks); default: the manifest's
-    check_images: int = 200  # held-out images compared against ONNX Runtime before writing (0 = skip)
+    precision: str = option("fp16", choices=PRECISIONS)  # fp32 | fp16 | int8 (the manifest records what was really built)
+    typing: str = option("auto", choices=TYPINGS)  # auto (by TensorRT version) | weak (builder flags, INT8 calibrator) | strong (typed ONNX)
+    workspace_mb: int = option(1024, ge=16, le=1 << 20)  # builder scratch memory limit in MiB (Jetson shares it with the CPU)
+    opt_batch: int = option(0, ge=0, le=4096)  # batch TensorRT tunes for, dynamic-batch ONNX only (0 = 1)
+    max_batch: int = option(0, ge=0, le=4096)  # largest batch a dynamic-batch engine accepts (0 = max(8, opt batch))
+    dla_core: int = option(-1, ge=-1, le=7)  # Jetson DLA core (fp16/int8; unsupported layers fall back to the GPU); -1 = GPU only
+    timing_cache: str = option("auto")  # auto (~/.cache/edgekit/trt, per TensorRT version and GPU) | none | PATH
+    calib_images: int = option(200, ge=1)  # INT8 with weak typing: training images the entropy calibrator sees
+    seed: int = option(0, ge=0)  # which training images calibrate: the same choice as the ONNX INT8 export's --seed
+    calib_batch: int = option(8, ge=1)  # INT8 calibration batch (a fixed-batch ONNX uses its own batch)
+    data: str | None = option(None, path="dir")  # ImageFolder (train split calibrates, val split checks); default: the manifest's
+    check_images: int = option(200, ge=0)  # held-out images compared against ONNX Runtime before writing (0 = skip)
     force: bool = False  # rebuild even when a cached engine matches
 
     def validate(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise unknown_choice("precision", self.precision, PRECISIONS)
-        if self.typing not in TYPINGS:
-            raise unknown_choice("typing", self.typing, TYPINGS)
-        if self.workspace_mb < 16:
-            raise EdgekitError("--workspace-mb must be at least 16")
-        if self.calib_images < 1 or self.calib_batch < 1:
-            raise EdgekitError("--calib-images and --calib-batch must be at least 1")
+        check_config(self)  # the ranges declared beside each field
         check_dla(self.precision, self.dla_core)
 
 

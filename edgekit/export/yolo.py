@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.configs import ONNX_OPSETS, option
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_path
 from edgekit.manifest import Artifact, Manifest, TensorSpec
@@ -46,13 +47,13 @@ def load_yolo(path: str | Path, offline: bool = True):
 
 @dataclass
 class YoloExportConfig:
-    opset: int = 17  # TensorRT 10.3 (JetPack 6) parses up to opset 17 fully
+    opset: int = option(17, ge=ONNX_OPSETS[0], le=ONNX_OPSETS[1])  # TensorRT 10.3 (JetPack 6) parses up to opset 17 fully
     slim: bool = True  # onnxslim after export (ultralytics' simplify)
     nms: bool = False  # end the graph in NMS: output (1, 300, 6) rows x1 y1 x2 y2 score class
-    parity_images: int = 16  # held-out images compared against ultralytics' PyTorch model (0 = skip)
-    tolerance: float = 1e-3  # max abs error of the head output / its max |value|
-    min_box_iou: float = 0.99  # every decoded box must match its PyTorch twin at least this well
-    eval_images: int = 0  # held-out images for edgekit's mAP of the ONNX file (0 = the whole val split)
+    parity_images: int = option(16, ge=0)  # held-out images compared against ultralytics' PyTorch model (0 = skip)
+    tolerance: float = option(1e-3, gt=0)  # max abs error of the head output / its max |value|
+    min_box_iou: float = option(0.99, ge=0, le=1)  # every decoded box must match its PyTorch twin at least this well
+    eval_images: int = option(0, ge=0)  # held-out images for edgekit's mAP of the ONNX file (0 = the whole val split)
     data: str | None = None  # dataset yaml; default: the one recorded in the manifest
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.configs import check_config, option, path_problem
+from edgekit.data.imagefolder import IMAGE_EXTS
 from edgekit.errors import EdgekitError, unknown_choice
 from edgekit.manifest import BACKENDS, PRECISIONS, Manifest
 from edgekit.platform import machine_summary
@@ -29,23 +31,62 @@ EXPORT_HINT = {"onnxrt": "edgekit export {d} --to onnx --precision {p}", "tinygr
 
 @dataclass
 class BenchConfig:
-    model_dir: str = ""  # model directory (manifest.json)
+    model_dir: str = option("", path="dir")  # model directory (manifest.json)
     backends: str = "torch,onnxrt,tinygrad,trt"  # comma-separated
     precisions: str = "fp32,fp16,int8"  # comma-separated
     batch: str = "1"  # comma-separated batch sizes (more than 1 needs a dynamic-batch export)
-    warmup: int = 10  # untimed calls first
-    iters: int = 100  # timed calls per run
-    repeats: int = 1  # runs per combination, each in a fresh process: the spread is reported
-    eval_images: int = 64  # held-out images for accuracy (classify: top-1, detect: mAP) and parity; 0 = all
-    data: str = ""  # held-out data: ImageFolder root or YOLO data.yaml; empty: the dataset in the manifest
-    device: str = ""  # runner device; empty: each backend's default
-    threads: int = 0  # CPU threads per runner; 0 = its default
-    reference: str = "torch"  # parity reference backend (fp32); falls back to onnxrt
-    timeout: int = 600  # seconds per subprocess
-    out: str = ""  # report folder; empty: <model_dir>/bench
+    warmup: int = option(10, ge=0)  # untimed calls first
+    iters: int = option(100, ge=1)  # timed calls per run
+    repeats: int = option(1, ge=1, le=1000)  # runs per combination, each in a fresh process: the spread is reported
+    eval_images: int = option(64, ge=0)  # held-out images for accuracy (classify: top-1, detect: mAP) and parity; 0 = all
+    data: str = option("", path="any", empty=True)  # held-out data: ImageFolder root or YOLO data.yaml; empty: the manifest's
+    device: str = option("", choices=("cpu", "cuda", "trt"), empty=True)  # runner device; empty: each backend's default
+    threads: int = option(0, ge=0, le=1024)  # CPU threads per runner; 0 = its default
+    reference: str = option("torch", choices=BACKENDS)  # parity reference backend (fp32); falls back to onnxrt
+    timeout: int = option(600, ge=1)  # seconds per subprocess
+    out: str = option("", path="out_dir", empty=True)  # report folder; empty: <model_dir>/bench
     skip: str = ""  # backend/precision pairs left out, comma-separated (e.g. tinygrad/fp16): listed as skipped
     ultralytics: bool = True  # detectors: also run ultralytics' own benchmark/val on the same model and images
     tinygrad_python: str = ""  # Python for tinygrad runs: JetPack 6 has 3.10, tinygrad >= 3.11 (README); empty: this
+
+    def validate(self, *, report: bool = True) -> Manifest:
+        """Everything that can be checked before the first run, so a wrong option or a report folder that
+        cannot be written fails in the first second rather than after the whole matrix. Returns the manifest."""
+        check_config(self)
+        manifest = Manifest.load(self.model_dir)
+        _split(self.backends, BACKENDS, "backend")
+        _split(self.precisions, PRECISIONS, "precision")
+        _batches(self.batch)
+        _skipped(self)
+        if report:
+            why = path_problem(self.out or f"{self.model_dir}/bench", "out_dir")
+            if why:
+                raise EdgekitError(f"the report folder {why}: pass --out DIR somewhere writable")
+        if self.data and Path(self.data).is_file() and Path(self.data).suffix.lower() not in (".yaml", ".yml"):
+            raise EdgekitError(f"--data {self.data} is a file but not a YOLO data.yaml: pass that, or the held-out "
+                               "ImageFolder's folder")
+        if self.data and Path(self.data).is_dir() and not _has_images(Path(self.data)):
+            raise EdgekitError(f"--data {self.data} holds no images ({', '.join(sorted(IMAGE_EXTS))}): pass the "
+                               "held-out ImageFolder (root/<class>/ or root/val/<class>/) or a YOLO data.yaml")
+        return manifest
+
+
+def _has_images(folder: Path, limit: int = 100_000) -> bool:
+    """Whether any file under `folder` has an image extension (what the data loaders read); stops early."""
+    for n, (_, _, files) in enumerate(os.walk(folder)):
+        if n >= limit or any(Path(f).suffix.lower() in IMAGE_EXTS for f in files):
+            return True  # found one (or too many folders to look through: the loader decides)
+    return False
+
+
+def _batches(text: str) -> list[int]:
+    try:
+        batches = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise EdgekitError(f"--batch takes comma-separated integers, got '{text}'") from None
+    if not batches or not all(1 <= b <= 4096 for b in batches):
+        raise EdgekitError(f"--batch takes comma-separated batch sizes from 1 to 4096, got '{text}'")
+    return batches
 
 
 def _split(text: str, allowed: tuple[str, ...], kind: str) -> list[str]:
@@ -73,7 +114,10 @@ def prepare_inputs(manifest: Manifest, cfg: BenchConfig, work: Path) -> tuple[di
         save_images(task.images(manifest, cfg.data, E2E_IMAGES), work / "images.npz")
         paths["images"] = str(work / "images.npz")
     except EdgekitError as e:
-        log.warning("no held-out images (%s): timing on random inputs, no accuracy", e)
+        if cfg.data:  # asked for: never replaced by random inputs
+            raise EdgekitError(f"--data {cfg.data}: {e}") from None
+        log.warning("WARNING: no held-out images (%s): latency is timed on RANDOM inputs, with no accuracy and no "
+                    "parity on real data; pass --data (the held-out ImageFolder or YOLO data.yaml) to measure them", e)
         shape = [min(cfg.eval_images or 8, 8), *manifest.input.shape[1:]]
         np.save(paths["inputs"], np.random.default_rng(0).standard_normal(shape).astype(np.float32))
         targets = None
@@ -81,13 +125,10 @@ def prepare_inputs(manifest: Manifest, cfg: BenchConfig, work: Path) -> tuple[di
 
 
 def run_matrix(cfg: BenchConfig) -> dict[str, Any]:
-    manifest = Manifest.load(cfg.model_dir)
+    manifest = cfg.validate(report=False)
     backends = _split(cfg.backends, BACKENDS, "backend")
     precisions = _split(cfg.precisions, PRECISIONS, "precision")
-    try:
-        batches = [int(b) for b in cfg.batch.split(",") if b.strip()]
-    except ValueError:
-        raise EdgekitError(f"--batch takes comma-separated integers, got '{cfg.batch}'") from None
+    batches = _batches(cfg.batch)
     _check_python(cfg.tinygrad_python)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as tmp:

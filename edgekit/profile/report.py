@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -99,21 +101,27 @@ def _fmt(v: Any) -> str:
 
 
 def write_report(report: dict[str, Any], folder: str | Path) -> Path:
+    """bench.json, .csv, .md and the plots, all rendered into a hidden folder beside them first and moved in
+    only when every one succeeded: a failure (a plot, a full disk) leaves the previous report untouched."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / "bench.json", report)
-    buf = io.StringIO()
-    task = report.get("task", "classify")
-    w = csv.DictWriter(buf, fieldnames=columns(task))
-    w.writeheader()
-    w.writerows(flat_row(r, task) for r in report["results"])
-    atomic_write_text(folder / "bench.csv", buf.getvalue())
-    plots = plots_available()
-    atomic_write_text(folder / "bench.md", markdown(report, plots=plots))
-    if plots:
-        plot_all(report, folder)
-    else:
-        log.warning("%s", NO_PLOTS)
+    with tempfile.TemporaryDirectory(prefix=".bench-", dir=folder) as tmp:
+        staged = Path(tmp)
+        atomic_write_json(staged / "bench.json", report)
+        buf = io.StringIO()
+        task = report.get("task", "classify")
+        w = csv.DictWriter(buf, fieldnames=columns(task))
+        w.writeheader()
+        w.writerows(flat_row(r, task) for r in report["results"])
+        atomic_write_text(staged / "bench.csv", buf.getvalue())
+        plots = plots_available()
+        atomic_write_text(staged / "bench.md", markdown(report, plots=plots))
+        if plots:
+            plot_all(report, staged)
+        else:
+            log.warning("%s", NO_PLOTS)
+        for f in sorted(staged.iterdir()):
+            os.replace(f, folder / f.name)
     return folder / "bench.md"
 
 

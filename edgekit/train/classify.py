@@ -11,11 +11,11 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from edgekit.manifest import InputSpec, Manifest, TensorSpec
 from edgekit.platform import machine_summary
 from edgekit.train import models
 from edgekit.train.classify_config import ClassifyConfig
-from edgekit.train.data import EvalDataset, TrainDataset, epoch_order
+from edgekit.train.data import EvalDataset, TrainDataset, epoch_order, train_batches
 from edgekit.train.metrics import classification_metrics, plot_confusion
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,11 @@ def train_classifier(cfg: ClassifyConfig, on_epoch_end: Callable[[int, dict], No
     stages = models.backbone_stages(model, cfg.arch)
     optimizer = _optimizer(model, head, cfg)
     train_ds = TrainDataset(train_set, spec, scale_min=cfg.scale_min, hflip=cfg.hflip, seed=cfg.seed)
-    steps_per_epoch = math.ceil(math.ceil(len(train_set) / dist.world) / cfg.batch)
+    per_rank = math.ceil(len(train_set) / dist.world)
+    if per_rank < 2:
+        raise EdgekitError(f"{cfg.data}: {len(train_set)} training image(s) for {dist.world} process(es); training "
+                           "needs at least 2 per process (BatchNorm normalises over the batch)")
+    steps_per_epoch = len(train_batches(list(range(per_rank)), cfg.batch))
     scheduler = _scheduler(optimizer, cfg, steps_per_epoch)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -85,8 +89,8 @@ def train_classifier(cfg: ClassifyConfig, on_epoch_end: Callable[[int, dict], No
         ddp = _wrap(model, dist, device)
         train_ds.epoch = epoch
         order = epoch_order(len(train_set), cfg.seed, epoch, dist.rank, dist.world)
-        loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.batch, sampler=order,
-                                             num_workers=cfg.workers, drop_last=False)
+        loader = torch.utils.data.DataLoader(train_ds, batch_sampler=train_batches(order, cfg.batch),
+                                             num_workers=cfg.workers)
         loss = _train_epoch(ddp, model, loader, criterion, optimizer, scheduler, scaler, cfg, device, use_amp,
                             desc=f"epoch {epoch + 1}/{cfg.epochs}", show=cfg.progress and dist.main)
         state["train_seconds"] += time.perf_counter() - t0
@@ -219,7 +223,12 @@ def _checkpoint(model, optimizer, scheduler, scaler, state, cfg) -> dict:
 
 def _save(path: Path, obj: dict) -> None:
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:  # torch's zip writer reports a short write (a full disk) as "unexpected pos"
+            free = shutil.disk_usage(tmp.parent).free >> 20
+            raise EdgekitError(f"cannot write {path} ({free} MiB free there; is the disk full?): "
+                               f"{str(e).splitlines()[0][:160]}") from None
 
 
 def _resume(path: Path, cfg, model, optimizer, scheduler, scaler) -> dict:

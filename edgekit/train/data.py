@@ -55,6 +55,16 @@ class EvalDataset(torch.utils.data.Dataset):
         return torch.from_numpy(preprocess_classify(self.data.image(i), self.spec)), int(self.data.labels[i])
 
 
+def train_batches(order: list[int], batch: int) -> list[list[int]]:
+    """`order` cut into batches of `batch`; a last batch of one image joins the one before it, since BatchNorm
+    in training mode cannot normalise a single value per channel ("Expected more than 1 value per channel")."""
+    out = [order[i:i + batch] for i in range(0, len(order), batch)]
+    if len(out) > 1 and len(out[-1]) == 1:
+        last = out.pop()
+        out[-1] = out[-1] + last
+    return out
+
+
 def epoch_order(n: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[int]:
     """This rank's share of a seeded permutation, padded so every rank has the same number of steps."""
     perm = np.random.default_rng((seed, epoch, 7919)).permutation(n)

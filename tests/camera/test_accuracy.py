@@ -141,9 +141,9 @@ def test_cli_prints_accuracy_and_a_bad_truth_path_fails_before_the_models_load(v
                  "--threads", "1", "--max-frames", "4"]) == 0
     out = capsys.readouterr().out
     assert "digit accuracy" in out and "in 4 frames" in out and "detection recall 100.0%" in out
-    assert main(["camera", str(video), "--classifier", str(tmp_path / "no_model"), "--truth",
-                 str(tmp_path / "missing.jsonl")]) == 2
-    assert "missing.jsonl does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # refused as the options are read, before a model loads
+        main(["camera", str(video), "--classifier", str(model_dir), "--truth", str(tmp_path / "missing.jsonl")])
+    assert e.value.code == 2 and "missing.jsonl does not exist" in capsys.readouterr().err
 
 
 def test_same_as_compares_a_run_with_another_backends_results(video_and_truth, model_dir, tmp_path, capsys):

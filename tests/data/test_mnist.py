@@ -126,3 +126,22 @@ def test_force_rewrites(tmp_path, mnist5k):
     assert write_mnist5k(out, force=True) == {"train": 3500, "val": 500}
     img = cv2.imread(str(victim), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(img, mnist5k[0][int(victim.stem)])
+
+
+def test_a_disk_that_fills_up_leaves_nothing_and_one_line(tmp_path):
+    """Files capped at 100 bytes (RLIMIT_FSIZE, as a full disk fails writes): every PNG fails to write. OpenCV's
+    imwrite only returned False, so the folder used to be marked complete with no images in it."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the cap fails with EFBIG instead of a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
+
+    p = subprocess.run([sys.executable, "-m", "edgekit", "data", "mnist5k", "--out", "m"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300, preexec_fn=small_files)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.startswith("edgekit: error: File too large") and p.stderr.count("\n") == 1, p.stderr
+    assert list(tmp_path.iterdir()) == []

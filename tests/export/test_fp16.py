@@ -149,3 +149,27 @@ def test_fp32_export_is_unchanged_by_the_precision_flag(torch_model_copy, capsys
     assert [(a.backend, a.precision) for a in m.artifacts] == [("torch", "fp32"), ("onnxrt", "fp32")]
     assert m.find_artifact("onnxrt", "fp32").accuracy == {}
     assert "vs PyTorch on 8 held-out images" in capsys.readouterr().out
+
+
+def test_dynamic_batch_asked_of_fp16_from_a_fixed_batch_onnx_is_refused(model_copy, capsys):
+    """FP16 is converted from the FP32 ONNX already there; when that has a fixed batch, --dynamic-batch used
+    to be ignored without a word."""
+    from edgekit.cli import main
+
+    before = sorted(p.name for p in model_copy.iterdir())
+    assert main(["export", str(model_copy), "--precision", "fp16", "--dynamic-batch"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "exported with a fixed batch" in err
+    assert f"edgekit export {model_copy} --dynamic-batch" in err
+    assert sorted(p.name for p in model_copy.iterdir()) == before
+
+
+def test_dynamic_batch_fp16_from_scratch_is_honoured(torch_model_copy, capsys):
+    from edgekit.cli import main
+
+    assert main(["export", str(torch_model_copy), "--precision", "fp16", "--dynamic-batch", "--parity-images",
+                 "8"]) == 0
+    m = Manifest.load(torch_model_copy)
+    assert m.find_artifact("onnxrt", "fp32").options["dynamic_batch"] is True
+    fp16 = onnx.load(str(torch_model_copy / m.find_artifact("onnxrt", "fp16").path))
+    assert fp16.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"

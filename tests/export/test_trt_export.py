@@ -252,11 +252,11 @@ def test_config_fields_are_commented_flags_that_fit_beside_the_onnx_export():
 
 
 @pytest.mark.parametrize("change, expect", [
-    ({"precision": "fp8"}, "unknown precision 'fp8'"),
-    ({"typing": "loose"}, "unknown typing"),
+    ({"precision": "fp8"}, "--precision must be one of fp32, fp16, int8, got 'fp8'"),
+    ({"typing": "loose"}, "--typing must be one of"),
     ({"precision": "fp32", "dla_core": 0}, "DLA runs fp16 and int8 only"),
-    ({"dla_core": -2}, "--dla-core must be -1"),
-    ({"workspace_mb": 1}, "--workspace-mb"),
+    ({"dla_core": -2}, "--dla-core must be from -1 to 7"),
+    ({"workspace_mb": 1}, "--workspace-mb must be from 16"),
 ])
 def test_config_validation(change, expect):
     with pytest.raises(EdgekitError, match=expect):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from edgekit.errors import EdgekitError
@@ -123,3 +124,44 @@ def test_skip_leaves_a_pair_out_with_its_reason_and_rejects_a_malformed_pair(mod
     assert rows[1]["reason"] == "left out (--skip)"
     with pytest.raises(EdgekitError, match="backend/precision pairs"):
         run_matrix(BenchConfig(model_dir=str(model_dir), backends="onnxrt", precisions="fp32", skip="tinygrad"))
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(iters=0), "--iters must be >= 1"), (dict(eval_images=-3), "--eval-images must be >= 0"),
+    (dict(batch="0"), "batch sizes from 1 to 4096"), (dict(data="EMPTY"), "holds no images"),
+    (dict(data="FILE"), "not a YOLO data.yaml"), (dict(out="FILE/report"), "--out cannot be created"),
+])
+def test_bad_options_fail_before_the_first_run(model_dir, tmp_path, monkeypatch, change, message):
+    (tmp_path / "EMPTY").mkdir()
+    (tmp_path / "EMPTY" / "notes.txt").write_text("no images here, like /etc\n")
+    (tmp_path / "FILE").write_text("a file\n")
+    change = {k: v.replace("EMPTY", str(tmp_path / "EMPTY")).replace("FILE", str(tmp_path / "FILE"))
+              if isinstance(v, str) else v for k, v in change.items()}
+    monkeypatch.setattr(matrix, "_spawn", lambda *a, **k: pytest.fail("a combination ran"))
+    with pytest.raises(EdgekitError, match=message):
+        _cfg(model_dir, **change).validate()
+
+
+def test_data_given_but_unreadable_is_refused_not_replaced_by_random_inputs(model_dir, tmp_path, monkeypatch):
+    data = tmp_path / "flat"
+    data.mkdir()
+    cv2.imwrite(str(data / "a.png"), np.zeros((8, 8), np.uint8))  # an image, but no class folders
+    monkeypatch.setattr(matrix, "_spawn", lambda *a, **k: pytest.fail("a combination ran on random inputs"))
+    with pytest.raises(EdgekitError, match=f"--data {data}"):
+        run_matrix(_cfg(model_dir, data=str(data)))
+
+
+def test_a_report_that_fails_half_way_leaves_the_folder_as_it_was(report, tmp_path, monkeypatch):
+    from edgekit.profile import report as report_mod
+
+    (tmp_path / "bench.md").write_text("the previous report\n")
+
+    def broken_plot(rep, folder):
+        (Path(folder) / "latency.png").write_bytes(b"half")
+        raise ValueError("plotting failed")
+
+    monkeypatch.setattr(report_mod, "plot_all", broken_plot)
+    with pytest.raises(ValueError):
+        write_report(report, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.md"]
+    assert (tmp_path / "bench.md").read_text() == "the previous report\n"

@@ -4,7 +4,6 @@ ultralytics' DetectionModel rebuilt from the weights-only file, against its own 
 from __future__ import annotations
 
 import dataclasses
-import pickle
 from pathlib import Path
 
 import numpy as np

@@ -24,7 +24,10 @@ def _load(name: str):
     ("compare_latency", ["m", "--backends", "onnxrt", "--repeats", "3"], "repeats", 3),
     ("train_and_export", ["--data", "d", "--epochs", "2", "--precisions", "fp32"], "epochs", 2),
 ])
-def test_parsers_take_the_cli_options(name, argv, field, value):
+def test_parsers_take_the_cli_options(name, argv, field, value, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # model and data folders must exist: options are checked as they are parsed
+    (tmp_path / "m").mkdir()
+    (tmp_path / "d").mkdir()
     args = _load(name).get_args_parser().parse_args(argv)
     assert getattr(args, field) == value
 
@@ -34,6 +37,9 @@ def test_user_errors_exit_2_without_traceback(tmp_path):
                        capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 2 and "did you mean 'resnet18'" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([sys.executable, "scripts/compare_latency.py", str(tmp_path / "nothing")],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 2 and "nothing does not exist" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "scripts/compare_latency.py", str(tmp_path)],
                        capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 2 and "no manifest" in r.stderr and "Traceback" not in r.stderr
 

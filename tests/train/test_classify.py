@@ -210,3 +210,43 @@ def test_images_are_judged_by_content_and_skips_recorded_in_the_manifest(tmp_pat
     assert skipped["count"] == 2 and skipped["reasons"] == {
         "truncated JPEG": 1, "not an image (content is not JPEG, PNG, BMP, WebP or TIFF)": 1}
     assert Manifest.load(out).source["dataset"]["val_images"] == 10  # 20 real digits, the .jpg PNG among them
+
+
+def test_train_batches_merge_a_last_batch_of_one():
+    from edgekit.train.data import train_batches
+
+    assert train_batches(list(range(9)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7, 8]]
+    assert train_batches(list(range(10)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert train_batches(list(range(8)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert sorted(sum(train_batches(list(range(13)), 6), [])) == list(range(13))
+
+
+def test_a_training_set_leaving_one_image_over_trains(tmp_path):
+    """9 training images in batches of 4 leave one over: BatchNorm in training mode cannot take a batch of 1
+    ("Expected more than 1 value per channel"), so it joins the batch before it."""
+    root = tmp_path / "data"
+    _write_digits(root / "train", (0, 1, 2), 3)
+    _write_digits(root / "val", (0, 1, 2), 2)
+    s = train_classifier(_cfg(root, tmp_path / "run", epochs=1, batch=4, head_epochs=0))
+    assert s["metrics"]["n"] == 6 and len(s["history"]) == 1
+
+
+
+def test_a_checkpoint_on_a_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path):
+    """Files capped at 4 KB (RLIMIT_FSIZE: writes past it fail as on a full disk): torch.save's zip writer
+    raises a bare RuntimeError ("unexpected pos"); the trainer says what failed, and no temp file is left."""
+    import resource
+    import signal
+
+    from edgekit.train import classify
+
+    old_sig = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        with pytest.raises(EdgekitError, match=r"cannot write .*best\.pt .*is the disk full"):
+            classify._save(tmp_path / "best.pt", {"w": torch.zeros(100_000)})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_sig)
+    assert list(tmp_path.iterdir()) == []

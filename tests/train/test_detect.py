@@ -92,21 +92,28 @@ def test_onnx_runs_through_the_runner_and_decodes(trained):
     postprocess(y, lb, conf=0.001)  # a random-init network: any count, but it decodes
 
 
-def test_bad_options_fail_fast():
+def test_bad_options_fail_fast(tmp_path):
     with pytest.raises(EdgekitError, match="no dataset"):
         DetectConfig().validate()
+    data = str(tmp_path)
     with pytest.raises(EdgekitError, match="multiple of 32"):
-        DetectConfig(data="x", imgsz=100).validate()
+        DetectConfig(data=data, imgsz=100).validate()
     with pytest.raises(EdgekitError, match="downloads are off"):
-        DetectConfig(data="x", model="yolov8n.pt").validate()
-    with pytest.raises(EdgekitError, match="unknown optimizer"):
-        DetectConfig(data="x", optimizer="lion").validate()
+        DetectConfig(data=data, model="yolov8n.pt").validate()
+    with pytest.raises(EdgekitError, match="--optimizer must be one of auto, SGD"):
+        DetectConfig(data=data, optimizer="lion").validate()
+    with pytest.raises(EdgekitError, match="--data names nothing: x does not exist"):
+        DetectConfig(data="x").validate()
+    with pytest.raises(EdgekitError, match="--model .* is a folder"):
+        DetectConfig(data=data, model=data).validate()
 
 
 def test_cli_bad_data_is_one_line_and_exit_2(tmp_path, tiny_data, capsys):
-    rc = main(["train", "detect", "--data", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit) as e:  # refused as the options are read
+        main(["train", "detect", "--data", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert rc == 2 and "dataset yaml" in err and "does not exist" in err and "Traceback" not in err
+    assert e.value.code == 2 and "--data" in err and "missing.yaml does not exist" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
     bad = tmp_path / "bad"
     (bad / "images" / "train").mkdir(parents=True)
     (bad / "labels" / "train").mkdir(parents=True)
