@@ -74,6 +74,7 @@ EMPTY_MEANS = {  # options where an empty string means the default
     "--device": "empty = each backend's default", "--detector": "empty = no detector",
     "--classifier": "empty = no classifier", "--report": "empty = no report", "--truth": "empty = no scoring",
     "--same-as": "empty = no comparison", "--out": "empty = <model_dir>/bench",
+    "--tinygrad-python": "empty = this Python",
 }
 ALLOWED: dict[tuple[str, str, str], str] = {
     **{("*", opt, "zero"): why for opt, why in ZERO_MEANS.items()},

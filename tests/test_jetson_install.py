@@ -170,7 +170,12 @@ def _edgekit_argv(words: list[str]) -> list[str] | None:
     return None
 
 
-def test_every_edgekit_command_in_the_jetson_section_parses():
+def test_every_edgekit_command_in_the_jetson_section_parses(monkeypatch):
+    import edgekit.configs
+
+    # the commands name a user's folders (runs/detect, .venv-tinygrad/bin/python) that exist on their device,
+    # not here: this checks the commands' syntax and flags, so the existence checks are switched off
+    monkeypatch.setattr(edgekit.configs, "path_problem", lambda path, kind: None)
     argvs = [a for a in map(_edgekit_argv, commands(JETSON)) if a]
     assert any("--tinygrad-python" in a for a in argvs) and len(argvs) >= 6
     for argv in argvs:

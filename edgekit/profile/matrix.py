@@ -47,7 +47,7 @@ class BenchConfig:
     out: str = option("", path="out_dir", empty=True)  # report folder; empty: <model_dir>/bench
     skip: str = ""  # backend/precision pairs left out, comma-separated (e.g. tinygrad/fp16): listed as skipped
     ultralytics: bool = True  # detectors: also run ultralytics' own benchmark/val on the same model and images
-    tinygrad_python: str = ""  # Python for tinygrad runs: JetPack 6 has 3.10, tinygrad >= 3.11 (README); empty: this
+    tinygrad_python: str = option("", empty=True)  # Python for tinygrad runs: JetPack 6 has 3.10, tinygrad >= 3.11 (README); empty: this
 
     def validate(self, *, report: bool = True) -> Manifest:
         """Everything that can be checked before the first run, so a wrong option or a report folder that

@@ -88,9 +88,11 @@ def test_cli_rejects_every_unsupported_output_with_exit_2_one_line_and_nothing_o
     outputs are checked before the input or the models are opened, so neither needs to exist."""
     work = tmp_path / "cwd"
     work.mkdir()
+    model = tmp_path / "empty_model"  # an existing folder (checked as options are read), never opened
+    model.mkdir()
     code = ("import sys; from edgekit.cli import main\n"
             "for uri in sys.argv[1:]:\n"
-            "    rc = main(['camera', 'clip.mp4', 'r.jsonl', uri, '--classifier', 'no_model'])\n"
+            f"    rc = main(['camera', 'clip.mp4', 'r.jsonl', uri, '--classifier', {str(model)!r}])\n"
             "    print(rc, file=sys.stderr)\n")
     r = subprocess.run([sys.executable, "-c", code, *sorted(BAD)], capture_output=True, text=True, cwd=work,
                        timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})

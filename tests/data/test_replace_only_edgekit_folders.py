@@ -16,7 +16,11 @@ from edgekit.fileio import MADE_MARKER, atomic_dir, check_replaceable
 
 
 def _refused(capsys, argv: list[str], expect: str) -> None:
-    assert main(argv) == 2
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # refused while the options are read (argparse exits with 2)
+        rc = e.code
+    assert rc == 2
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.startswith("edgekit: error:")]
     assert "Traceback" not in err and len(lines) == 1 and expect in lines[0], err
@@ -44,7 +48,7 @@ def test_force_refuses_a_folder_edgekit_did_not_make(tmp_path, capsys):
     for cmd in ("mnist5k", "digits-detect"):
         _refused(capsys, ["data", cmd, "--out", str(photos), "--force"], "holds files edgekit did not write")
     (tmp_path / "file").write_text("x")
-    _refused(capsys, ["data", "mnist5k", "--out", str(tmp_path / "file"), "--force"], "is not a folder")
+    _refused(capsys, ["data", "mnist5k", "--out", str(tmp_path / "file"), "--force"], "is a file")
     assert os.listdir(photos) == ["holiday.jpg"] and (tmp_path / "file").read_text() == "x"
     assert not leftover_temp_files(tmp_path)
 
