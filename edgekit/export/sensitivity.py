@@ -80,9 +80,10 @@ def relative_error(ref: np.ndarray, out: np.ndarray) -> float:
     return float(((out - ref) ** 2).sum() / max((ref ** 2).sum(), 1e-30))
 
 
-def group_nodes(nodes: list[str], max_units: int = MAX_UNITS) -> list[list[str]]:
-    """The candidates as ranking units: one per layer, or `max_units` runs of consecutive layers (graph
-    order: neighbours share their activations' ranges, so a run's error is one place in the network)."""
+def group_nodes(nodes: list[str], max_units: int | None = None) -> list[list[str]]:
+    """The candidates as ranking units: one per layer, or `max_units` (MAX_UNITS) runs of consecutive layers
+    (graph order: neighbours share their activations' ranges, so a run's error is one place in the network)."""
+    max_units = max_units or MAX_UNITS
     if len(nodes) <= max_units:
         return [[n] for n in nodes]
     return [list(chunk) for chunk in np.array_split(np.array(nodes, dtype=object), max_units)]

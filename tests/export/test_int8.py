@@ -434,3 +434,79 @@ def test_fallback_recovers_mobilenet_v2_that_per_tensor_int8_breaks(mobilenet_di
 def test_unknown_excluded_node_is_an_error(model_copy):
     with pytest.raises(EdgekitError, match=r"no node '/layer1/layer1.0/conv9/Conv' \(did you mean"):
         int8_from_onnx(model_copy, Int8ExportConfig(**FAST, exclude_nodes="/layer1/layer1.0/conv9/Conv"))
+
+
+# ---- the CPU, the agreement gate, the search's groups and time budget ---------------------------------------
+
+def test_cpu_and_weight_range_recorded(int8_dir, caplog):
+    from edgekit.export.qdq import reduce_range_for
+    from edgekit.platform import cpu_int8
+
+    art = Manifest.load(int8_dir).find_artifact("onnxrt", "int8")
+    o = art.options
+    assert o["cpu"] == cpu_int8() and o["config"]["reduce_range"] == "auto"
+    assert (o["reduce_range"], o["reduce_range_choice"]) == reduce_range_for("auto", cpu_int8()["kind"])
+    assert o["min_agreement"] == 0.9 and art.parity["min_agreement"] == 0.9
+    assert art.parity["passed"] is (art.parity["agreement"] >= 0.9)
+    assert art.accuracy["plain_int8_agreement"] == pytest.approx(art.parity["agreement"], abs=1e-9)
+
+
+def test_reduce_range_override_and_portability_warning(model_copy, caplog):
+    art = int8_from_onnx(model_copy, Int8ExportConfig(**FAST, reduce_range="off", int8_min_agreement=0))
+    o = art.options
+    assert o["reduce_range"] is False and o["reduce_range_choice"] == "asked (--reduce-range off)"
+    assert o["portability"] and o["portability"] in caplog.text  # 8-bit weights behave differently elsewhere
+    art = int8_from_onnx(model_copy, Int8ExportConfig(**FAST, reduce_range="on", int8_min_agreement=0))
+    assert art.options["reduce_range"] is True and art.options["portability"] is None
+    with pytest.raises(EdgekitError, match="unknown --reduce-range value 'maybe'"):
+        int8_from_onnx(model_copy, Int8ExportConfig(**FAST, reduce_range="maybe"))
+
+
+def test_agreement_gate_refuses_what_labels_would_pass(outlier_copy):
+    """A budget that any accuracy meets (placeholder labels make accuracy meaningless): plain INT8 of the
+    outlier net still disagrees with FP32 on most images, and that alone refuses it."""
+    cfg = dict(calib_images=40, latency_rounds=0, int8_budget=100.0, fallback=False)
+    with pytest.raises(EdgekitError, match=r"keeps top-1 agreement .*% with FP32 \(minimum 90%\).*nothing written"):
+        int8_from_onnx(outlier_copy, Int8ExportConfig(**cfg))
+    assert not (outlier_copy / "model_int8.onnx").exists()
+    art = int8_from_onnx(outlier_copy, Int8ExportConfig(**cfg, allow_over_budget=True))
+    assert art.accuracy["within_budget"] is True and art.parity["passed"] is False
+    assert art.parity["agreement"] < 0.9 and art.options["min_agreement"] == 0.9
+    art = int8_from_onnx(outlier_copy, Int8ExportConfig(**cfg, int8_min_agreement=0.0))  # the gate off
+    assert art.parity["passed"] is True
+
+
+def test_group_nodes():
+    from edgekit.export.sensitivity import group_nodes
+
+    names = [f"n{i}" for i in range(64)]
+    groups = group_nodes(names, 16)
+    assert len(groups) == 16 and all(len(g) == 4 for g in groups) and [n for g in groups for n in g] == names
+    assert group_nodes(names[:5], 16) == [[n] for n in names[:5]]
+    assert [len(g) for g in group_nodes(names[:10], 4)] == [3, 3, 2, 2]
+
+
+def test_fallback_ranks_groups_of_layers(outlier_copy, monkeypatch):
+    """More layers than MAX_UNITS: ranked and kept float by groups of consecutive layers."""
+    from edgekit.export import sensitivity
+
+    monkeypatch.setattr(sensitivity, "MAX_UNITS", 3)  # c1 c2 c3 Flatten fc -> [c1 c2] [c3 Flatten] [fc]
+    art = int8_from_onnx(outlier_copy, Int8ExportConfig(calib_images=40, latency_rounds=0, int8_budget=5.0,
+                                                        max_float_nodes=2))
+    f = art.options["fallback"]
+    assert f["grouped"] and f["candidates"] == 5
+    assert [r["nodes"] for r in f["ranking"]][0] == ["/c3/Conv", "/Flatten"]  # c3 reads the outlier tensor
+    assert sorted(map(len, (r["nodes"] for r in f["ranking"]))) == [1, 2, 2]
+    assert art.options["float_nodes"] == ["/c3/Conv", "/Flatten"]
+    assert art.accuracy["within_budget"] and art.parity["passed"] and not f["out_of_time"]
+
+
+def test_fallback_out_of_time_stops_and_says_so(outlier_copy):
+    cfg = dict(calib_images=40, latency_rounds=0, int8_budget=5.0, fallback_seconds=1e-6)
+    with pytest.raises(EdgekitError, match=r"ran out of its 0 s \(--fallback-seconds\).*nothing written"):
+        int8_from_onnx(outlier_copy, Int8ExportConfig(**cfg))
+    assert not (outlier_copy / "model_int8.onnx").exists()
+    art = int8_from_onnx(outlier_copy, Int8ExportConfig(**cfg, allow_over_budget=True))
+    f = art.options["fallback"]
+    assert f["out_of_time"] and f["time_budget_seconds"] == 1e-6 and art.options["float_nodes"] == []
+    assert art.accuracy["within_budget"] is False  # the best found was plain INT8: nothing was tried in time
