@@ -46,12 +46,11 @@ class Int8ExportConfig:
     per_channel: bool = True  # one weight scale per output channel (per-tensor loses far more accuracy)
     activations: str = "uint8"  # uint8 (ONNX Runtime's fast x86 kernels) | int8
     symmetric_activations: bool = False  # int8 with zero point 0 (TensorRT's form); slower than FP32 on ORT x86
-    reduce_range: str = "auto"  # auto | on | off: 7-bit weights; auto = on for x86 CPUs without VNNI (their u8s8
-    # kernels saturate with 8-bit weights), off with VNNI and on ARM
+    reduce_range: str = "auto"  # 7-bit weights: auto (on for x86 without VNNI, where u8s8 saturates) | on | off
     preprocess: bool = True  # onnxruntime quant_pre_process (shape inference, fusions) before quantizing
     int8_budget: float = 1.0  # max loss in points of the metric (top-1 %, detectors mAP50-95 x 100) vs FP32, held-out
-    int8_min_agreement: float = -1.0  # min held-out agreement with FP32 (0-1; classifiers: same top-1, detectors:
-    # mAP50-95 against FP32's boxes); -1 = the task's (classify 0.9, detect 0.6), 0 = no agreement gate
+    int8_min_agreement: float = -1.0  # min agreement with FP32, held-out (-1: classify 0.9 top-1, detect 0.6 mAP)
+    # (classifiers: share of top-1 equal to FP32's; detectors: mAP50-95 against FP32's boxes; 0 = no gate)
     fallback: bool = True  # over budget: keep the most sensitive layers in float until within it
     max_float_nodes: int = 0  # cap on layers the fallback keeps in float (0 = a quarter of the quantizable ones)
     fallback_seconds: float = 300.0  # time budget of the fallback's search; then the best found so far is checked
