@@ -165,8 +165,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             if lat:
                 msg += (f"; latency p50 {lat['int8']['p50_ms']:.3f} ms vs FP32 {lat['fp32']['p50_ms']:.3f} ms "
                         f"({lat['int8']['p50_ratio']:.2f}x)")
+            msg += f"; {'7' if o['reduce_range'] else '8'}-bit weights ({o['reduce_range_choice']})"
             if not a["within_budget"]:
                 msg += f"; OVER the {a['budget_points']:.2f}-point budget (--allow-over-budget)"
+            if not p["passed"]:
+                msg += f"; agreement BELOW the minimum {p['min_agreement']:.0%} (--allow-over-budget)"
         print(msg)
         return 0
     art = onnx_from_torch(args.model_dir, cfgs["onnx"])

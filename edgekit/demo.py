@@ -44,6 +44,8 @@ class DemoPlan:
     det_epochs: int = 2  # a short schedule: `edgekit train detect` defaults to 4 (mAP50 >= 0.9 in 10 minutes)
     det_imgsz: int = 320
     calib_images: int = 64
+    int8_search_seconds: float = 60.0  # per model: the INT8 sensitivity search's time budget (a 2-core CPU
+    # keeps the demo within 15 minutes; out of time, the best found is written, over budget, and says so)
     eval_images: int = 200  # held-out images the classifier's bench scores accuracy on
     det_eval_images: int = 25  # the detector's (tinygrad's CPU backend takes ~2 s per YOLOv8s@320 image)
     bench_iters: int = 30
@@ -62,7 +64,7 @@ class DemoPlan:
 FULL = DemoPlan()
 QUICK = DemoPlan(train_images=48, val_images=16, video_frames=20, crop_images=100, crops=1, cls_epochs=2,
                  det_epochs=1, det_imgsz=160, calib_images=16, eval_images=8, det_eval_images=8, bench_iters=5,
-                 det_bench_iters=5, bench_warmup=1,
+                 det_bench_iters=5, bench_warmup=1, int8_search_seconds=20.0,
                  backends="torch,onnxrt", precisions="fp32,int8")
 
 
@@ -229,6 +231,7 @@ def _exports(model_dir: Path, plan: DemoPlan) -> dict:
     if ("onnxrt", "int8") not in have:
         int8_from_onnx(model_dir, Int8ExportConfig(calib_images=plan.calib_images,
                                                    min_calib_images=min(32, plan.calib_images), latency_rounds=5,
+                                                   fallback_seconds=plan.int8_search_seconds,
                                                    allow_over_budget=True))
     m = Manifest.load(model_dir)
     rows = {}
@@ -241,6 +244,12 @@ def _exports(model_dir: Path, plan: DemoPlan) -> dict:
                              "max_rel": p.get("max_rel"), "agreement": p.get("agreement", p.get("top1_agreement")),
                              "latency_ratio": ((a.options or {}).get("latency") or {}).get("int8", {}).get(
                                  "p50_ratio"), "float_nodes": len((a.options or {}).get("float_nodes") or [])}
+        if a.precision == "int8":  # what the CPU made the exporter pick, and whether the checks passed
+            o = a.options or {}
+            rows["int8"].update(reduce_range=o.get("reduce_range"), cpu_int8=(o.get("cpu") or {}).get("kind"),
+                                min_agreement=p.get("min_agreement"), agreement_passed=p.get("passed"),
+                                within_budget=acc.get("within_budget"),
+                                search_out_of_time=(o.get("fallback") or {}).get("out_of_time"))
     return rows
 
 

@@ -51,7 +51,50 @@ def cpu() -> dict[str, Any]:
         if line.lower().startswith(("model name", "hardware")):
             name = line.split(":", 1)[1].strip()
             break
-    return {"name": name or _py.processor() or _py.machine(), "arch": _py.machine(), "cores": os.cpu_count()}
+    return {"name": name or _py.processor() or _py.machine(), "arch": _py.machine(), "cores": os.cpu_count(),
+            "int8": cpu_int8()}
+
+
+# What decides how ONNX Runtime's CPU int8 kernels multiply (u8 activations x s8 weights):
+#   x86-vnni    VPDPBUSD (AVX512-VNNI or AVX-VNNI) accumulates in 32 bits: exact.
+#   x86-avx512  AVX-512BW without VNNI, and x86-avx2: VPMADDUBSW adds two u8 x s8 products into int16 and
+#   x86-avx2    saturates (255 x 127 x 2 > 32767); 7-bit weights (reduce_range) keep the sum in range.
+#   arm-i8mm / arm-dotprod / arm: SMMLA / SDOT / widening multiplies, 32-bit accumulation: exact.
+X86_ARCHES = ("x86_64", "amd64", "i386", "i686", "x86")
+ARM_ARCHES = ("aarch64", "arm64", "armv8l", "armv7l")
+
+
+def cpu_int8_kind(cpuinfo: str, arch: str) -> dict[str, Any]:
+    """{"kind", "features"} of a CPU from its /proc/cpuinfo text ("flags" on x86, "Features" on ARM) and
+    its architecture (platform.machine()). Pure: tests feed it crafted texts."""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    arch = arch.lower()
+    if arch in X86_ARCHES:
+        wanted = ("avx512_vnni", "avx_vnni", "avx512bw", "avx2")
+        if {"avx512_vnni", "avx_vnni"} & flags:
+            kind = "x86-vnni"
+        elif "avx512bw" in flags:
+            kind = "x86-avx512"
+        elif "avx2" in flags:
+            kind = "x86-avx2"
+        else:
+            kind = "x86"
+    elif arch in ARM_ARCHES:
+        wanted = ("asimddp", "i8mm")  # asimddp: the SDOT/UDOT dot-product instructions (FEAT_DotProd)
+        kind = "arm-i8mm" if "i8mm" in flags else "arm-dotprod" if "asimddp" in flags else "arm"
+    else:
+        wanted, kind = (), "unknown"
+    return {"kind": kind, "arch": arch, "features": [f for f in wanted if f in flags]}
+
+
+@lru_cache(maxsize=1)
+def cpu_int8() -> dict[str, Any]:
+    """cpu_int8_kind of this machine (the aarch64 hwcaps show in /proc/cpuinfo's Features line)."""
+    return cpu_int8_kind(_read("/proc/cpuinfo") or "", _py.machine())
 
 
 def gpu() -> dict[str, Any] | None:

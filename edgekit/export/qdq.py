@@ -32,6 +32,40 @@ class QuantSettings:
             raise unknown_choice("INT8 activation type", self.activations, ACTIVATION_TYPES)
 
 
+REDUCE_RANGE_CHOICES = ("auto", "on", "off")
+SATURATING_CPUS = ("x86-avx2", "x86-avx512", "x86")  # u8 x s8 pairs summed into int16 (VPMADDUBSW)
+
+
+def reduce_range_for(choice: str, cpu_kind: str) -> tuple[bool, str]:
+    """(7-bit weights or not, why) for --reduce-range auto|on|off on a CPU of `cpu_kind` (edgekit.platform's
+    cpu_int8_kind). ONNX Runtime's quantization guide: on x86 without VNNI the u8s8 kernels sum two 8-bit
+    products in 16 bits and saturate; 7-bit weights (reduce_range) keep that sum in range, at the cost of
+    one bit of weight precision. With VNNI (or on ARM: SDOT/SMMLA/widening multiplies) products accumulate
+    in 32 bits, so full 8-bit weights are both exact and more precise."""
+    if choice not in REDUCE_RANGE_CHOICES:
+        raise unknown_choice("--reduce-range value", choice, REDUCE_RANGE_CHOICES)
+    if choice != "auto":
+        return choice == "on", f"asked (--reduce-range {choice})"
+    if cpu_kind in SATURATING_CPUS or cpu_kind == "unknown":
+        return True, (f"auto: this CPU ({cpu_kind}) has no VNNI; ONNX Runtime's u8s8 kernels saturate on it "
+                      "with 8-bit weights")
+    return False, f"auto: this CPU ({cpu_kind}) accumulates int8 products in 32 bits (no saturation)"
+
+
+def portability_warning(reduce_range: bool, cpu_kind: str) -> str | None:
+    """What will differ when the file runs on another kind of CPU than the one it was built and checked on
+    (None when nothing will)."""
+    if reduce_range:  # 7-bit weights never saturate: the same results on any CPU
+        return None
+    if cpu_kind in SATURATING_CPUS:
+        return (f"INT8 built with 8-bit weights (--reduce-range off) on this {cpu_kind} CPU, whose u8s8 kernels "
+                "saturate: the accuracy measured here is what it loses; export with --reduce-range auto or on")
+    return (f"INT8 built with 8-bit weights on a {cpu_kind} CPU and checked here: on an x86 CPU without VNNI "
+            "(AVX2, or AVX-512 without VNNI) ONNX Runtime's u8s8 kernels saturate and the same file can lose "
+            "much more accuracy; for such CPUs export there, or with --reduce-range on (7-bit weights behave "
+            "the same everywhere)")
+
+
 def prepare(src: Path, dest: Path, *, preprocess: bool) -> Path:
     """ONNX Runtime's quant_pre_process (shape inference, basic graph fusions) into `dest`, or `src`."""
     if not preprocess:
