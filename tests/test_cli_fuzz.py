@@ -64,7 +64,7 @@ ZERO_MEANS = {  # options where 0 is a value with a meaning, not a mistake
     "--flip": "0 = CSI flip-method none", "--empty-fraction": "0 = every image has digits",
     "--random-ink": "0 = all digits contrast", "--video-frames": "0 = no test video",
     "--video-switch": "0 = the same digits throughout", "--crops": "0 = no crops", "--crop-jitter": "0 = exact boxes",
-    "--crop-images": "0 = no extra crop images",
+    "--crop-images": "0 = no extra crop images", "--int8-min-agreement": "0 = no agreement gate",
 }
 EMPTY_MEANS = {  # options where an empty string means the default
     "--data": "empty = the dataset recorded in the manifest",
@@ -80,6 +80,7 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     **{("*", opt, "zero"): why for opt, why in ZERO_MEANS.items()},
     **{("*", opt, "empty"): why for opt, why in EMPTY_MEANS.items()},
     ("export", "--dla-core", "negative"): "-1 = the GPU, no DLA",
+    ("export", "--int8-min-agreement", "negative"): "-1 = the task's own minimum (0.9 top-1, 0.7 box mAP)",
     # Camera outputs are URIs (display://0, a video, a .jsonl, a folder) opened by the camera's sinks; what they
     # accept is the camera runtime's (issue 11, item 4, camera part).
     ("camera", "output", "empty"): "sinks decide", ("camera", "output", "bogus-word"): "a file name",

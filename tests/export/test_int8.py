@@ -458,7 +458,7 @@ def test_reduce_range_override_and_portability_warning(model_copy, caplog):
     assert o["portability"] and o["portability"] in caplog.text  # 8-bit weights behave differently elsewhere
     art = int8_from_onnx(model_copy, Int8ExportConfig(**FAST, reduce_range="on", int8_min_agreement=0))
     assert art.options["reduce_range"] is True and art.options["portability"] is None
-    with pytest.raises(EdgekitError, match="unknown --reduce-range value 'maybe'"):
+    with pytest.raises(EdgekitError, match="--reduce-range must be one of auto, on, off, got 'maybe'"):
         int8_from_onnx(model_copy, Int8ExportConfig(**FAST, reduce_range="maybe"))
 
 
