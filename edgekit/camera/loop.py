@@ -26,7 +26,7 @@ import numpy as np
 from edgekit.camera.accuracy import digit_accuracy, load_truth, read_jsonl, same_results
 from edgekit.camera.pipeline import Pipeline
 from edgekit.camera.sinks import Sink, check_output, check_writable, open_sink
-from edgekit.camera.sources import CaptureOptions, FrameSource
+from edgekit.camera.sources import CaptureOptions, FrameSource, RepeatLog
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_write_json
 from edgekit.profile.memory import peak_rss_mb, rss_mb
@@ -306,6 +306,7 @@ class _Signals:
 
     def __init__(self, on_stop: Callable[[], Any]) -> None:
         self.on_stop, self.finishing, self.previous = on_stop, False, {}
+        self._again = RepeatLog(log, every=10)
         if threading.current_thread() is threading.main_thread():
             self.previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
             for sig in self.previous:
@@ -314,7 +315,7 @@ class _Signals:
     def _handler(self, signum, _frame) -> None:
         name = signal.Signals(signum).name
         if self.finishing:
-            log.warning("received %s again: still writing the outputs and the report, a moment", name)
+            self._again.warning("received %s again: still writing the outputs and the report, a moment", name)
             return
         log.warning("received %s: finishing the current frame and closing outputs", name)
         self.on_stop()

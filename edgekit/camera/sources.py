@@ -201,7 +201,7 @@ class FrameSource:
             for path in self._images:
                 if self._stop.is_set():
                     return
-                img = read_image(path)
+                img = _read_quietly(path)
                 if img is None:
                     self.stats["bad_frames"] += 1
                     self._bad_log.warning("skipping unreadable image %s", path)
@@ -345,6 +345,17 @@ class FrameSource:
             if f and 1 <= f <= 240:
                 return float(f)
         return float(self.opt.fps)
+
+
+def _read_quietly(path: str) -> np.ndarray | None:
+    """read_image without OpenCV's own decoder warnings: one per broken file, printed on stderr past our
+    logging, so a looping folder of broken images would print them without end. The skip is logged (RepeatLog)."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        return read_image(path)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 class _Closed:
