@@ -254,3 +254,44 @@ def test_a_second_ctrl_c_while_finishing_does_not_lose_the_report(real_clip, mod
         n += 1
     assert n == r["frames"] and len((tmp_path / "r.jsonl").read_text().splitlines()) == r["frames"]
     assert not list(tmp_path.glob(".*partial*"))
+
+
+# ---- item 8: everything kept per frame is bounded ------------------------------------------------------------
+
+def test_every_per_frame_record_of_a_long_detect_classify_run_is_bounded(real_clip, tiny_yolo_dir, model_dir,
+                                                                          tmp_path, monkeypatch):
+    """Loop mechanics over many frames with the bounds made small: stage timings, the video writer's drawing
+    times, RSS samples and the results kept for --truth/--same-as stay within them (before: draw_ns and the
+    RSS samples grew by one per frame / per 500 frames for ever, and --truth kept every frame's results)."""
+    from edgekit.camera import loop
+    from edgekit.profile import timer as timer_mod
+
+    monkeypatch.setattr(timer_mod, "MAX_SAMPLES", 40)
+    monkeypatch.setattr(loop, "RSS_EVERY", 5, raising=False)
+    monkeypatch.setattr(loop, "RSS_KEEP", 8, raising=False)
+    sinks, scored = [], []
+    real_open_sink = loop.open_sink
+    monkeypatch.setattr(loop, "open_sink", lambda *a: sinks.append(real_open_sink(*a)) or sinks[-1])
+    if hasattr(loop, "_Scored"):
+        class Recorded(loop._Scored):
+            def __init__(self, *a):
+                super().__init__(*a)
+                scored.append(self)
+
+        monkeypatch.setattr(loop, "_Scored", Recorded)
+    truth = tmp_path / "truth.jsonl"  # ground truth for the first 10 frames of the clip only
+    truth.write_text("".join(json.dumps({"frame": i, "objects": [{"digit": 0, "box": [10, 10, 60, 60]}]}) + "\n"
+                             for i in range(10)))
+    frames = 120
+    rep = run_camera(CameraConfig(input=str(real_clip), output=[str(tmp_path / "v.avi"), str(tmp_path / "r.jsonl")],
+                                  detector=str(tiny_yolo_dir), classifier=str(model_dir), conf=0.01, max_det=20,
+                                  loop=True, max_frames=frames, truth=str(truth), same_as=str(truth), threads=1))
+    assert rep["frames"] == frames and rep["status"] == "ok"
+    assert rep["stages_ms"]["classify"]["n"] == 40  # detections flowed through every stage
+    assert all(v["n"] <= 40 for v in rep["stages_ms"].values())
+    video = next(s for s in sinks if hasattr(s, "draw_ns"))
+    assert len(video.draw_ns) <= 40 and rep["draw_on_writer_thread_ms"]["n"] <= 40
+    assert len(rep["rss"]["samples_mb"]) <= 8 and rep["rss"]["sample_every"] > 5
+    assert len(scored[0].kept) == 10
+    assert rep["accuracy"]["frames"] == 10 and rep["accuracy"]["frames_without_truth"] == frames - 10
+    assert rep["same_as"]["differing_frames"] >= frames - 10 and not rep["same_as"]["same"]
