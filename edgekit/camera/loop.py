@@ -1,6 +1,15 @@
 """`edgekit camera`: source -> pipeline -> overlay -> sinks, one loop, until the stream ends, Ctrl-C or
 SIGTERM. Per-stage times (p50/p90/p99) and RSS are reported at the end, as JSON too. The report and the
-video are finalised however the loop stops."""
+video are finalised however the loop stops.
+
+The report's `status` says how the run ended: "ok" (end of stream, --max-frames or the window closed),
+"interrupted" (Ctrl-C / SIGTERM) or "failed" (then `error` holds the message; a run that failed before its
+first frame, say a model that would not load, says so and has no timings). Further Ctrl-C while the outputs
+and the report are being finished are ignored, so a second Ctrl-C cannot lose them.
+
+Everything kept per frame is bounded, so a run of days stays flat: stage timings (profile.timer.Samples),
+the video writer's drawing times, RSS samples (thinned), and results kept for --truth/--same-as (only frames
+those files have)."""
 from __future__ import annotations
 
 import logging
@@ -17,8 +26,8 @@ from edgekit.camera.accuracy import digit_accuracy, load_truth, read_jsonl, same
 from edgekit.camera.pipeline import Pipeline
 from edgekit.camera.outputs import check_outputs, open_output
 from edgekit.camera.records import RecordMaker
-from edgekit.camera.sinks import Sink
-from edgekit.camera.sources import CaptureOptions, FrameSource
+from edgekit.camera.sinks import Sink, check_writable
+from edgekit.camera.sources import CaptureOptions, FrameSource, RepeatLog
 from edgekit.configs import check_config, option
 from edgekit.errors import EdgekitError
 from edgekit.manifest import BACKENDS, PRECISIONS
@@ -50,7 +59,7 @@ class CameraConfig:
     loop: bool = False  # restart video files at the end
     width: int = option(1280, ge=16, le=16384)  # capture size for CSI / V4L2
     height: int = option(720, ge=16, le=16384)  # capture height for CSI / V4L2
-    fps: int = option(30, ge=1, le=1000)  # capture rate for CSI / V4L2
+    fps: int = option(30, ge=1, le=1000)  # capture rate for CSI / V4L2, and the output video's rate when the source has none (images)
     flip: int = option(0, ge=0, le=7)  # CSI flip-method
     draw: bool = True  # overlays on the frames written
     report: str = option("", path="out_file", empty=True)  # JSON report path; empty: none
@@ -58,6 +67,8 @@ class CameraConfig:
     truth: str = option("", path="file", empty=True)  # ground truth per frame (digits-detect's video/digits.jsonl): digit accuracy in the report
     same_as: str = option("", path="file", empty=True)  # another run's results .jsonl (say, another backend's): whether this run's are the same
     http_viewers: int = option(4, ge=1, le=64)  # live view (http:// output): most streams at once; more get HTTP 503
+    source_timeout: float = option(30.0, ge=0)  # end with an error after this many seconds without a frame (reconnects included); 0: never
+    reconnects: int = option(10, ge=0)  # live sources: reconnect attempts in a row before giving up; 0: no limit
 
     def validate(self) -> None:
         check_config(self)  # the ranges declared beside each field
@@ -70,6 +81,9 @@ def open_runner(model_dir: str, backend: str, precision: str, device: str, threa
     if threads:
         kw["threads"] = threads
     return load_runner(model_dir, backend, **kw).load()
+
+
+RSS_EVERY, RSS_KEEP = 500, 240  # an RSS sample every 500 frames; past 240 samples, every other one is dropped
 
 
 class _FrameTimer(Timer):
@@ -91,23 +105,27 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
     inference `det_infer_ns` / `cls_infer_ns` (runner timing) and this frame's `stages_ns`."""
     if not cfg.input:
         raise EdgekitError("no input: pass a camera URI, a video file or an image folder")
+    if cfg.source_timeout < 0 or cfg.reconnects < 0:
+        raise EdgekitError("--source-timeout and --reconnects take 0 (no limit) or a positive number")
     outputs = [o for o in cfg.output if not (cfg.headless and o.startswith("display://"))]
-    specs = check_outputs(outputs)  # every output understood before anything is opened or written
+    specs = check_outputs(outputs)  # every output understood and writable before anything is opened or written
+    if cfg.report:
+        check_writable(cfg.report, "--report")
     truth = load_truth(cfg.truth) if cfg.truth else None  # read first: a wrong path fails before the models load
     reference = read_jsonl(cfg.same_as, "--same-as results") if cfg.same_as else None
-    keep = truth is not None or reference is not None
-    results: list[dict[str, Any]] = []  # per-frame records, kept only to score them (truth, another run)
+    scored = _Scored(truth, reference)
     opts = capture_options or CaptureOptions(width=cfg.width, height=cfg.height, fps=cfg.fps, flip=cfg.flip,
-                                             loop=cfg.loop)
+                                             loop=cfg.loop, no_frame_seconds=cfg.source_timeout,
+                                             max_reconnects=cfg.reconnects)
     runners = []
     source = FrameSource(cfg.input, opts)
     sinks: list[Sink] = []
     stop = threading.Event()
     timer = _FrameTimer()
-    result: dict[str, Any] = {}
     frames, t_start = 0, time.perf_counter()
-    rss = {"start_mb": rss_mb()}
-    restore = _install_signal_handlers(lambda: (stop.set(), source.stop()))
+    rss: dict[str, Any] = {"start_mb": rss_mb()}
+    error: BaseException | None = None
+    signals = _install_signal_handlers(lambda: (stop.set(), source.stop()))
     try:
         det = open_runner(cfg.detector, cfg.det_backend, cfg.det_precision, cfg.device, cfg.threads) \
             if cfg.detector else None
@@ -151,8 +169,7 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
                 record = make_record(frames, objects, captured)
                 for s in sinks:
                     s.write(frame, record, overlay if s.draws_later else None)
-            if keep:
-                results.append(record)
+            scored.add(record)
             frame_ns = time.perf_counter_ns() - t_frame
             timer.add("frame", frame_ns)
             timer.add("overhead", frame_ns - pipeline.infer_ns)  # everything but the models' inference
@@ -164,32 +181,99 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
             now = time.perf_counter()
             fps_ema = 1 / max(now - last, 1e-9) if frames == 1 else 0.9 * fps_ema + 0.1 / max(now - last, 1e-9)
             last = now
-            if frames % 500 == 0:
-                rss.setdefault("samples_mb", []).append(round(rss_mb(), 1))
+            _sample_rss(rss, frames)
             if (cfg.max_frames and frames >= cfg.max_frames) or any(s.stop_requested for s in sinks):
                 break
+    except BaseException as e:
+        error = e
+        raise
     finally:
-        restore()
-        source.close()
-        for s in sinks:
-            s.close()
-        for r in runners:
-            if r is not None:
-                r.close()
-        rss.update(end_mb=rss_mb(), peak_mb=peak_rss_mb())
-        result = _report(cfg, source, timer, frames, time.perf_counter() - t_start, rss, stop.is_set(), outputs)
-        drawn_later = [ns for s in sinks for ns in getattr(s, "draw_ns", ())]
-        if drawn_later:  # off the loop: not part of a frame's time, reported apart
-            result["draw_on_writer_thread_ms"] = LatencyStats.from_ns(drawn_later).as_dict()
-        if truth is not None:
-            result["accuracy"] = digit_accuracy(results, truth)
-        if reference is not None:  # over the frames this run processed (a run cut short compares its part)
-            done = {r["frame"] for r in results}
-            result["same_as"] = {"file": cfg.same_as, **same_results(results, [r for r in reference
-                                                                              if int(r["frame"]) in done])}
-        if cfg.report:
-            atomic_write_json(cfg.report, result)
+        signals.finishing = True  # from here on, Ctrl-C cannot cut the outputs or the report short
+        try:
+            result = _finish(cfg, source, sinks, runners, timer, frames, time.perf_counter() - t_start, rss,
+                             stop.is_set(), outputs, scored, error)
+        finally:
+            signals.restore()
     return result
+
+
+def _finish(cfg, source, sinks, runners, timer, frames, seconds, rss, interrupted, outputs, scored,
+            error) -> dict[str, Any]:
+    """Close everything (each close is tried even when another fails), then build and write the report. The
+    first error wins: an error while closing is raised only when the run itself had none."""
+    close_error: EdgekitError | None = None
+    for close in [source.close, *(s.close for s in sinks), *(r.close for r in runners if r is not None)]:
+        try:
+            close()
+        except (EdgekitError, OSError) as e:
+            close_error = close_error or (e if isinstance(e, EdgekitError) else EdgekitError(str(e)))
+    error = error or close_error
+    rss.update(end_mb=rss_mb(), peak_mb=peak_rss_mb())
+    result = _report(cfg, source, timer, frames, seconds, rss, interrupted, outputs, error)
+    drawn_later = [ns for s in sinks for ns in getattr(s, "draw_ns", ())]
+    if drawn_later:  # off the loop: not part of a frame's time, reported apart
+        result["draw_on_writer_thread_ms"] = LatencyStats.from_ns(drawn_later).as_dict()
+    result.update(scored.results(cfg.same_as))
+    if cfg.report:
+        try:
+            atomic_write_json(cfg.report, result)
+        except OSError as e:
+            if error is None:
+                raise EdgekitError(f"could not write the report {cfg.report}: {e.strerror or e}") from None
+            log.warning("could not write the report %s: %s", cfg.report, e.strerror or e)
+    if close_error is not None and close_error is error:
+        raise close_error
+    return result
+
+
+def _sample_rss(rss: dict[str, Any], frames: int) -> None:
+    """An RSS sample every `sample_every` frames, at most RSS_KEEP of them: when full, every other one is
+    dropped and the interval doubles (a day at 30 FPS keeps 240 samples, not 5,000)."""
+    every = rss.setdefault("sample_every", RSS_EVERY)
+    if frames % every:
+        return
+    samples = rss.setdefault("samples_mb", [])
+    samples.append(round(rss_mb(), 1))
+    if len(samples) >= RSS_KEEP:
+        samples[:] = samples[1::2]  # the samples at multiples of the doubled interval
+        rss["sample_every"] = every * 2
+
+
+class _Scored:
+    """The per-frame results kept to score them against --truth and compare with --same-as: only frames those
+    files have (a looping or endless run would keep every frame otherwise); the others are counted."""
+
+    def __init__(self, truth: list[dict[str, Any]] | None, reference: list[dict[str, Any]] | None) -> None:
+        self.truth, self.reference = truth, reference
+        self._truth_frames = {int(r["frame"]) for r in truth or []}
+        self._reference_frames = {int(r["frame"]) for r in reference or []}
+        self.kept: list[dict[str, Any]] = []
+        self.without_truth = self.not_in_reference = 0
+
+    def add(self, record: dict[str, Any]) -> None:
+        f = record["frame"]
+        if f in self._truth_frames or f in self._reference_frames:
+            self.kept.append(record)
+        self.without_truth += self.truth is not None and f not in self._truth_frames
+        self.not_in_reference += self.reference is not None and f not in self._reference_frames
+
+    def results(self, same_as_file: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        kept = self.kept
+        if self.truth is not None:
+            acc = digit_accuracy([r for r in kept if r["frame"] in self._truth_frames], self.truth)
+            acc["frames_without_truth"] = self.without_truth
+            out["accuracy"] = acc
+        if self.reference is not None:  # over the frames this run processed (a run cut short compares its part)
+            done = {r["frame"] for r in kept}
+            mine = [r for r in kept if r["frame"] in self._reference_frames]
+            same = same_results(mine, [r for r in self.reference if int(r["frame"]) in done])
+            if self.not_in_reference:  # frames only this run has: each a difference
+                same.update(same=False, frames=same["frames"] + self.not_in_reference,
+                            differing_frames=same["differing_frames"] + self.not_in_reference,
+                            first_difference=same["first_difference"] or {"why": "frames only in this run"})
+            out["same_as"] = {"file": same_as_file, **same}
+        return out
 
 
 def _normalise(frame: np.ndarray) -> np.ndarray:
@@ -208,10 +292,15 @@ def _last_ms(timer: Timer) -> dict[str, float]:
     return {k: v[-1] / 1e6 for k, v in timer.samples.items() if k not in ("frame", "capture", "overhead") and v}
 
 
-def _report(cfg, source, timer, frames, seconds, rss, interrupted, outputs) -> dict[str, Any]:
+def _report(cfg, source, timer, frames, seconds, rss, interrupted, outputs, error) -> dict[str, Any]:
     stats = {k: v.as_dict() for k, v in timer.stats().items()}
+    status = "failed" if error is not None else "interrupted" if interrupted else "ok"
+    out: dict[str, Any] = {"status": status}
+    if error is not None:
+        out["error"] = str(error) if isinstance(error, EdgekitError) else f"{type(error).__name__}: {error}"
+        out["started"] = frames > 0
     return {
-        "source": source.name, "outputs": outputs, "frames": frames, "seconds": round(seconds, 3),
+        **out, "source": source.name, "outputs": outputs, "frames": frames, "seconds": round(seconds, 3),
         "fps": round(frames / seconds, 2) if seconds > 0 else 0.0, "interrupted": interrupted,
         "capture": dict(source.stats), "stages_ms": stats,
         "rss": {k: (round(v, 1) if isinstance(v, float) else v) for k, v in rss.items()},
@@ -219,21 +308,31 @@ def _report(cfg, source, timer, frames, seconds, rss, interrupted, outputs) -> d
     }
 
 
-def _install_signal_handlers(on_stop):
-    """SIGINT/SIGTERM end the loop cleanly (video finalised, report written). Main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+class _Signals:
+    """SIGINT/SIGTERM end the loop cleanly (video finalised, report written). Once `finishing` is set, more of
+    them are ignored (with one line) until restore(): the finishing steps are short and bounded, and a second
+    Ctrl-C there would otherwise lose the video and the report. Main thread only."""
 
-    def handler(signum, _frame):
-        log.warning("received %s: finishing the current frame and closing outputs", signal.Signals(signum).name)
-        on_stop()
+    def __init__(self, on_stop: Callable[[], Any]) -> None:
+        self.on_stop, self.finishing, self.previous = on_stop, False, {}
+        self._again = RepeatLog(log, every=10)
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+            for sig in self.previous:
+                signal.signal(sig, self._handler)
 
-    for sig in previous:
-        signal.signal(sig, handler)
+    def _handler(self, signum, _frame) -> None:
+        name = signal.Signals(signum).name
+        if self.finishing:
+            self._again.warning("received %s again: still writing the outputs and the report, a moment", name)
+            return
+        log.warning("received %s: finishing the current frame and closing outputs", name)
+        self.on_stop()
 
-    def restore():
-        for sig, h in previous.items():
+    def restore(self) -> None:
+        for sig, h in self.previous.items():
             signal.signal(sig, h)
 
-    return restore
+
+def _install_signal_handlers(on_stop) -> _Signals:
+    return _Signals(on_stop)

@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from edgekit.camera.http_view import HttpViewSink
-from edgekit.camera.sinks import VIDEO_EXTS, DisplaySink, ImageSequenceSink, JsonlSink, Overlay, Sink, VideoSink
+from edgekit.camera.sinks import (VIDEO_EXTS, DisplaySink, ImageSequenceSink, JsonlSink, Overlay, Sink, VideoSink,
+                                  check_writable)
 from edgekit.camera.sources import redact
 from edgekit.errors import EdgekitError
 
@@ -108,8 +109,12 @@ def _parse_http(s: str) -> OutputSpec:
 
 
 def check_outputs(uris: list[str]) -> list[OutputSpec]:
-    """Parse every output before anything opens: a bad one fails the run with nothing written."""
+    """Parse every output, and check that every file output can be written (its folder exists as a folder, is
+    not read-only), before anything opens: a bad one fails the run with nothing written."""
     specs = [parse_output(u) for u in uris]
+    for s in specs:
+        if s.kind in ("video", "jsonl", "images"):
+            check_writable(s.target, "output", folder=s.kind == "images")
     if sum(s.kind == "stdout" for s in specs) > 1:
         raise EdgekitError("output '-' given twice: stdout takes one stream of records")
     ports = [s.port for s in specs if s.kind == "http" and s.port]
@@ -125,15 +130,18 @@ def open_output(spec: OutputSpec | str, fps: float, *, max_viewers: int = 4,
     spec = parse_output(spec) if isinstance(spec, str) else spec
     if spec.kind == "display":
         return DisplaySink()
-    if spec.kind == "video":
-        return VideoSink(spec.target, fps)
-    if spec.kind == "jsonl":
-        return JsonlSink(spec.target)
-    if spec.kind == "images":
-        return ImageSequenceSink(spec.target)
     if spec.kind == "stdout":
         return StdoutSink()
-    return HttpViewSink(spec.host, spec.port, max_viewers=max_viewers, frame_stages=frame_stages).start()
+    if spec.kind == "http":
+        return HttpViewSink(spec.host, spec.port, max_viewers=max_viewers, frame_stages=frame_stages).start()
+    try:
+        if spec.kind == "video":
+            return VideoSink(spec.target, fps)
+        if spec.kind == "jsonl":
+            return JsonlSink(spec.target)
+        return ImageSequenceSink(spec.target)
+    except OSError as e:
+        raise EdgekitError(f"output {spec.target}: {e.strerror or e}: give a path in a writable folder") from None
 
 
 class StdoutSink(Sink):

@@ -9,6 +9,11 @@
 Live sources are read on a thread into a one-slot latest-frame buffer, so latency never grows (older frames
 are dropped and counted) and a stalled or dropped stream reconnects with backoff. Files and images are read
 in order, so evaluation is deterministic.
+
+No source can hang the loop: a source that gives no frame for `no_frame_seconds` ends the run with an
+EdgekitError (reconnect attempts included; 0 waits forever), and so do files that fail deterministically
+(a folder whose every image is unreadable, a video that gives nothing after a rewind or a reopen: truncated
+while read). Warnings about a failure that repeats are rate-limited (`RepeatLog`).
 """
 from __future__ import annotations
 
@@ -101,9 +106,27 @@ class CaptureOptions:
     loop: bool = False  # restart files at the end
     reconnect: bool = True  # live sources: reopen after a stall or disconnect
     stall_seconds: float = 5.0  # no frame for this long counts as a stall
-    max_reconnects: int = 10  # give up after this many attempts in a row
+    max_reconnects: int = 10  # give up after this many attempts in a row; 0: no limit (no_frame_seconds still holds)
+    no_frame_seconds: float = 30.0  # end with an error after this long without a frame (any source); 0: never
     backoff: tuple[float, float] = (0.5, 8.0)  # first and largest wait between attempts, doubling
     open_capture: object = field(default=None, repr=False)  # tests: a callable(spec) -> cv2.VideoCapture-like
+
+
+class RepeatLog:
+    """Warnings about a failure that may repeat without end, rate-limited: the first, then one every `every`
+    occurrences or `seconds` seconds, whichever comes first, each with the count so far."""
+
+    def __init__(self, logger: logging.Logger, every: int = 100, seconds: float = 10.0) -> None:
+        self.log, self.every, self.seconds = logger, every, seconds
+        self.count, self._last_n, self._last_t = 0, 0, 0.0
+
+    def warning(self, msg: str, *args: object) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if self.count == 1 or self.count - self._last_n >= self.every or now - self._last_t >= self.seconds:
+            suffix = "" if self.count == 1 else f" ({self.count} times so far)"
+            self.log.warning(msg + suffix, *args)
+            self._last_n, self._last_t = self.count, now
 
 
 class FrameSource:
@@ -122,6 +145,7 @@ class FrameSource:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._seq = 0
+        self._bad_log = RepeatLog(log)
 
     # ---- opening ------------------------------------------------------------------------------------
     def open(self) -> "FrameSource":
@@ -176,32 +200,61 @@ class FrameSource:
 
     def _iter_images(self):
         while True:
+            good = 0  # in this pass: a pass with none ends the run (with --loop it would spin for ever)
             for path in self._images:
                 if self._stop.is_set():
                     return
-                img = read_image(path)
+                img = _read_quietly(path)
                 if img is None:
                     self.stats["bad_frames"] += 1
-                    log.warning("skipping unreadable image %s", path)
+                    self._bad_log.warning("skipping unreadable image %s", path)
                     continue
+                good += 1
                 self.stats["frames"] += 1
                 yield img
+            if not good:
+                raise EdgekitError(f"none of the {len(self._images)} image(s) of '{self.name}' could be read: "
+                                   "check that they are images (png/jpg/...) and not truncated")
             if not self.opt.loop:
                 return
 
     def _iter_file(self):
+        """In order; with `loop`, rewind at the end. A rewind (then a reopen) that gives no frame ends the run:
+        a file cut while read would otherwise fail and rewind for ever."""
+        since_rewind, retries, last_frame = 0, 0, time.monotonic()
         while not self._stop.is_set():
             ok, frame = self._cap.read()
-            if not ok or frame is None:
-                if self.opt.loop and self.stats["frames"]:
-                    self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                    continue
+            if ok and frame is not None:
+                since_rewind, retries, last_frame = since_rewind + 1, 0, time.monotonic()
+                self.stats["frames"] += 1
+                yield frame
+                continue
+            if not self.stats["frames"]:
+                raise EdgekitError(f"video '{self.name}' gave no frame: is it truncated, or in a codec OpenCV "
+                                   "cannot decode (mp4/avi with H.264/MJPEG)?")
+            if not self.opt.loop:
                 return
-            self.stats["frames"] += 1
-            yield frame
+            if since_rewind == 0:  # the rewind gave nothing: reopen once, then give up
+                retries += 1
+                if retries > 2 or self._timed_out(last_frame):
+                    raise EdgekitError(f"video '{self.name}' gives no frame any more after rewinding and reopening "
+                                       f"(it was {self.stats['frames']} frame(s) in): was it truncated or replaced "
+                                       "while being read?")
+                self._bad_log.warning("video '%s' gave no frame after a rewind; reopening it", self.name)
+                self._cap.release()
+                try:
+                    self._cap = self._open_capture()
+                except EdgekitError:
+                    self._cap = _Closed()
+                continue
+            since_rewind = 0
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+
+    def _timed_out(self, last_frame: float) -> bool:
+        return self.opt.no_frame_seconds > 0 and time.monotonic() - last_frame > self.opt.no_frame_seconds
 
     def _iter_live(self):
-        last = 0
+        last, last_frame = 0, time.monotonic()
         while not self._stop.is_set():
             with self._cond:
                 self._cond.wait_for(lambda: self._stop.is_set() or self._error is not None
@@ -209,8 +262,13 @@ class FrameSource:
                 if self._error is not None:
                     raise self._error
                 if self._latest is None or self._latest[0] == last:
+                    if self._timed_out(last_frame) and not self._stop.is_set():
+                        raise EdgekitError(f"source '{self.name}' gave no frame for {self.opt.no_frame_seconds:g} s "
+                                           f"({self.stats['reconnects']} reconnect attempt(s)): check the camera or "
+                                           "stream, or wait longer with --source-timeout (0: for ever)")
                     continue
                 seq, frame = self._latest
+                last_frame = time.monotonic()
             self.stats["dropped"] += seq - last - 1  # frames overwritten before the loop took them
             last = seq
             self.stats["frames"] += 1
@@ -238,7 +296,7 @@ class FrameSource:
             if self._cap is not None and time.monotonic() - last_ok < self.opt.stall_seconds:
                 time.sleep(0.005)  # a transient miss: try again until it lasts long enough to be a stall
                 continue
-            if not self.opt.reconnect or failures >= self.opt.max_reconnects:
+            if not self.opt.reconnect or 0 < self.opt.max_reconnects <= failures:
                 self._fail(EdgekitError(f"source '{self.name}' stopped delivering frames after {failures} "
                                         "reconnect attempt(s); check the camera or stream"))
                 return
@@ -290,6 +348,33 @@ class FrameSource:
             if f and 1 <= f <= 240:
                 return float(f)
         return float(self.opt.fps)
+
+
+def _read_quietly(path: str) -> np.ndarray | None:
+    """read_image without OpenCV's own decoder warnings: one per broken file, printed on stderr past our
+    logging, so a looping folder of broken images would print them without end. The skip is logged (RepeatLog)."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        return read_image(path)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+class _Closed:
+    """A capture that could not be reopened: reads nothing."""
+
+    def read(self):
+        return False, None
+
+    def set(self, *args: object) -> bool:
+        return False
+
+    def get(self, prop: int) -> float:
+        return 0.0
+
+    def release(self) -> None:
+        pass
 
 
 def _list_images(target: str) -> list[str]:
