@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.data.digits_detect import INK, VIDEO_INK, DigitsDetectConfig, digit_alpha, paste
+from edgekit.data.digits_parts import INK, VIDEO_INK, DigitsDetectConfig, digit_alpha, paste
 from edgekit.errors import EdgekitError
 from edgekit.lazy import lazy_import
 
