@@ -296,7 +296,8 @@ def _float_conv(conv, weights: dict, x: np.ndarray) -> np.ndarray:
                                numpy_helper.from_array(weights[conv.input[2]], "b")])
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # IR 8 (opset 17's): onnx 1.23 writes IR 14 by default, which onnxruntime 1.30 refuses (seen on a VNNI host)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(
         None, {"x": x})[0]
 
