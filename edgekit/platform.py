@@ -64,6 +64,11 @@ X86_ARCHES = ("x86_64", "amd64", "i386", "i686", "x86")
 ARM_ARCHES = ("aarch64", "arm64", "armv8l", "armv7l")
 
 
+# x86 CPUs whose ONNX Runtime u8s8 kernels sum u8 x s8 pairs into int16 (VPMADDUBSW) and saturate with 8-bit
+# weights; VNNI CPUs (VPDPBUSD, int32 sums) and ARM do not
+SATURATING_INT8_CPUS = ("x86-avx2", "x86-avx512", "x86")
+
+
 def cpu_int8_kind(cpuinfo: str, arch: str) -> dict[str, Any]:
     """{"kind", "features"} of a CPU from its /proc/cpuinfo text ("flags" on x86, "Features" on ARM) and
     its architecture (platform.machine()). Pure: tests feed it crafted texts."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.errors import EdgekitError, unknown_choice
+from edgekit.platform import SATURATING_INT8_CPUS
 
 log = logging.getLogger(__name__)
 ACTIVATION_TYPES = ("uint8", "int8")
@@ -33,7 +34,7 @@ class QuantSettings:
 
 
 REDUCE_RANGE_CHOICES = ("auto", "on", "off")
-SATURATING_CPUS = ("x86-avx2", "x86-avx512", "x86")  # u8 x s8 pairs summed into int16 (VPMADDUBSW)
+SATURATING_CPUS = SATURATING_INT8_CPUS
 
 
 def reduce_range_for(choice: str, cpu_kind: str) -> tuple[bool, str]:

@@ -3,12 +3,15 @@ loading an ONNX Runtime runner never imports torch."""
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
 from typing import Any
 
 from edgekit.errors import EdgekitError, unknown_choice
 from edgekit.manifest import BACKENDS, Manifest
 from edgekit.runners.base import Runner
+
+log = logging.getLogger(__name__)
 
 # backend -> (module, class, what to install when the import fails)
 _REGISTRY = {
@@ -57,7 +60,25 @@ def load_runner(model: str | Path | Manifest, backend: str, *, precision: str | 
     cls = runner_class(backend)
     art = manifest.find_artifact(artifact_backend(backend), precision)
     path = manifest.artifact_path(art, verify=verify)
+    if backend == "onnxrt" and art.precision == "int8":
+        warn_if_int8_saturates(art.options, path)
     return cls(path, device=device or cls.devices[0], precision=art.precision, manifest=manifest, **options)
+
+
+def warn_if_int8_saturates(options: dict[str, Any], path: Path) -> str | None:
+    """An INT8 file with 8-bit weights run by ONNX Runtime on an x86 CPU without VNNI: its u8s8 kernels saturate
+    there, so it can lose far more accuracy than the manifest measured on the CPU it was built on. Say so."""
+    from edgekit.platform import SATURATING_INT8_CPUS, cpu_int8
+
+    here = cpu_int8()["kind"]
+    if options.get("reduce_range") is not False or here not in SATURATING_INT8_CPUS:
+        return None
+    built = (options.get("cpu") or {}).get("kind", "another CPU")
+    msg = (f"{path.name} has 8-bit INT8 weights (built on {built}); this {here} CPU's ONNX Runtime kernels saturate "
+           "with them, so it can lose much more accuracy than the manifest says: re-export here with "
+           "`edgekit export DIR --precision int8` (--reduce-range auto picks 7-bit weights on this CPU)")
+    log.warning("%s", msg)
+    return msg
 
 
 __all__ = ["Runner", "artifact_backend", "available_backends", "load_runner", "runner_class"]

@@ -170,3 +170,23 @@ def test_bad_tensorrt_profile_shapes_name_the_format(value, expect):
 
     with pytest.raises(EdgekitError, match=expect):
         profile_shape_options(value)
+
+
+def test_an_8bit_int8_file_warns_on_a_cpu_whose_kernels_saturate(monkeypatch, caplog, tmp_path):
+    """ONNX Runtime's u8s8 kernels saturate on x86 without VNNI (issue 13): an INT8 file built with 8-bit
+    weights elsewhere says so when it is loaded there; 7-bit weights, or a VNNI/ARM CPU, say nothing."""
+    import edgekit.platform
+    from edgekit.runners import warn_if_int8_saturates
+
+    built_on_vnni = {"reduce_range": False, "cpu": {"kind": "x86-vnni"}}
+    for here, options, warns in (("x86-avx2", built_on_vnni, True), ("x86-avx512", built_on_vnni, True),
+                                 ("x86-vnni", built_on_vnni, False), ("arm-dotprod", built_on_vnni, False),
+                                 ("x86-avx2", {**built_on_vnni, "reduce_range": True}, False),
+                                 ("x86-avx2", {}, False)):  # a file from before the option was recorded
+        monkeypatch.setattr(edgekit.platform, "cpu_int8", lambda here=here: {"kind": here, "features": []})
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="edgekit.runners"):
+            msg = warn_if_int8_saturates(options, tmp_path / "model_int8.onnx")
+        assert bool(msg) == warns and bool(caplog.records) == warns, (here, options)
+        if warns:
+            assert "built on x86-vnni" in msg and f"this {here} CPU" in msg and "--reduce-range auto" in msg
