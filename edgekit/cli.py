@@ -244,6 +244,7 @@ def add_camera_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_camera(args: argparse.Namespace) -> int:
+    from edgekit.camera.accuracy import accuracy_line, same_as_line
     from edgekit.camera.loop import CameraConfig, run_camera
 
     cfg = dataclass_from_args(CameraConfig, args)
@@ -259,21 +260,8 @@ def cmd_camera(args: argparse.Namespace) -> int:
     if "accuracy" in r:
         print(accuracy_line(r["accuracy"]), file=out)
     if "same_as" in r:
-        m = r["same_as"]
-        print(f"results {'the same as' if m['same'] else 'DIFFERENT from'} {m['file']}: {m['frames']} frames, "
-              f"{m['objects']} objects, {m['differing_frames']} differing, smallest box IoU {m['min_iou']}"
-              + (f"; first difference: frame {m['first_difference']['frame']}, {m['first_difference']['why']}"
-                 if m["first_difference"] else ""), file=out)
+        print(same_as_line(r["same_as"]), file=out)
     return 0
-
-
-def accuracy_line(a: dict) -> str:
-    def pct(v):
-        return "n/a" if v is None else f"{v:.1%}"
-
-    return (f"digit accuracy {pct(a['accuracy'])} ({a['correct']}/{a['digits']} digits found and correctly "
-            f"classified in {a['frames']} frames): detection recall {pct(a['recall'])}, classification "
-            f"{pct(a['classification_accuracy'])} of those found, {a['false_positives']} false positives")
 
 
 # ---- demo ----------------------------------------------------------------------------------------------

@@ -13,25 +13,18 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/edgekit
 fi
 
 echo "edgekit setup: creating $VENV and installing (first run takes a few minutes)" >&2
-# tinygrad's CPU backend compiles kernels with clang.
-if ! command -v clang >/dev/null 2>&1; then
+# Debian packages for optional parts, installed when run as root (best effort; what they enable says so).
+apt_tool() {  # apt_tool BINARY PACKAGE WHAT-IT-IS-FOR
+  command -v "$1" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang >/dev/null) \
-      || echo "edgekit setup: could not install clang; the tinygrad CPU backend will be unavailable" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null) \
+      || echo "edgekit setup: could not install $2; $3 will be unavailable" >&2
   else
-    echo "edgekit setup: clang not found; install it (apt-get install clang) for the tinygrad CPU backend" >&2
+    echo "edgekit setup: $1 not found; install it (apt-get install $2) for $3" >&2
   fi
-fi
-
-# Headless Chromium: the live-view test (tests/camera/test_http_view.py) screenshots the page; skipped without it.
-if ! command -v chromium >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-      || echo "edgekit setup: could not install chromium; the live-view browser test will be skipped" >&2
-  else
-    echo "edgekit setup: chromium not found; install it (apt-get install chromium) for the live-view browser test" >&2
-  fi
-fi
+}
+apt_tool clang clang "tinygrad's CPU backend (it compiles kernels with clang)"
+apt_tool chromium chromium "the live-view browser test (tests/camera/test_http_view.py screenshots the page)"
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }

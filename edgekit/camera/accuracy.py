@@ -164,3 +164,21 @@ def _pair_by_iou(oa: list[dict[str, Any]], ob: list[dict[str, Any]]) -> list[tup
 
 def _ratio(num: int, den: int) -> float | None:
     return round(num / den, 6) if den else None
+
+
+def accuracy_line(a: dict) -> str:
+    """The one-line summary of a run's digit accuracy (`--truth`)."""
+    def pct(v):
+        return "n/a" if v is None else f"{v:.1%}"
+
+    return (f"digit accuracy {pct(a['accuracy'])} ({a['correct']}/{a['digits']} digits found and correctly "
+            f"classified in {a['frames']} frames): detection recall {pct(a['recall'])}, classification "
+            f"{pct(a['classification_accuracy'])} of those found, {a['false_positives']} false positives")
+
+
+def same_as_line(m: dict) -> str:
+    """The one-line summary of a `--same-as` comparison."""
+    first = m["first_difference"]
+    return (f"results {'the same as' if m['same'] else 'DIFFERENT from'} {m['file']}: {m['frames']} frames, "
+            f"{m['objects']} objects, {m['differing_frames']} differing, smallest box IoU {m['min_iou']}"
+            + (f"; first difference: frame {first['frame']}, {first['why']}" if first else ""))
