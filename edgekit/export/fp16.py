@@ -42,7 +42,7 @@ class Fp16ExportConfig:
     fp16_min_agreement: float = option(0.99, ge=0, le=1)  # classifiers: share of held-out top-1 equal to FP32's; detectors: mAP50-95
     # of the FP16 detections against FP32's own
     eval_images: int = option(0, ge=0)  # held-out images for parity and accuracy (0 = the whole val split)
-    data: str | None = option(None, path="dir")  # held-out images; default: the val split recorded in the manifest
+    data: str | None = option(None, path="any")  # held-out images: an ImageFolder or a detector's YOLO data.yaml; default: the manifest's val split
 
     def validate(self) -> None:
         check_config(self)

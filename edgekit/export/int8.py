@@ -62,7 +62,7 @@ class Int8ExportConfig:
     tune_images: int = option(300, ge=1)  # training images, disjoint from calibration, that rank layers for the fallback
     eval_images: int = option(0, ge=0)  # held-out images for accuracy and parity (0 = the whole val split)
     latency_rounds: int = option(10, ge=0)  # interleaved FP32/INT8 timing rounds (20 calls each) for the latency ratio; 0 = skip
-    data: str | None = option(None, path="dir")  # ImageFolder to use instead of the manifest's dataset (train calibrates, val evaluates)
+    data: str | None = option(None, path="any")  # ImageFolder (train calibrates, val evaluates) or a detector's YOLO data.yaml; default: the manifest's
     calib_seed: int = option(0, ge=0)  # which training images calibrate (a seeded, class-balanced pick)
 
     def validate(self) -> None:

@@ -30,7 +30,7 @@ class OnnxExportConfig:
     parity_images: int = option(500, ge=0)  # held-out images compared against PyTorch (0 = skip the check)
     tolerance: float = option(1e-3, gt=0)  # max abs error / max |logit| allowed
     min_top1_agreement: float = option(1.0, ge=0, le=1)  # fraction of images whose top-1 must agree
-    data: str | None = option(None, path="dir")  # held-out images; default: the val split recorded in the manifest
+    data: str | None = option(None, path="any")  # held-out images: an ImageFolder or a detector's YOLO data.yaml; default: the manifest's val split
 
 
 def onnx_from_torch(model_dir: str | Path, cfg: OnnxExportConfig | None = None) -> Artifact:

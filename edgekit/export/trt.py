@@ -41,7 +41,7 @@ class TrtBuildConfig:
     calib_images: int = option(200, ge=1)  # INT8 with weak typing: training images the entropy calibrator sees
     seed: int = option(0, ge=0)  # which training images calibrate: the same choice as the ONNX INT8 export's --seed
     calib_batch: int = option(8, ge=1)  # INT8 calibration batch (a fixed-batch ONNX uses its own batch)
-    data: str | None = option(None, path="dir")  # ImageFolder (train split calibrates, val split checks); default: the manifest's
+    data: str | None = option(None, path="any")  # ImageFolder (train calibrates, val checks) or a detector's YOLO data.yaml; default: the manifest's
     check_images: int = option(200, ge=0)  # held-out images compared against ONNX Runtime before writing (0 = skip)
     force: bool = False  # rebuild even when a cached engine matches
 
