@@ -2,22 +2,17 @@
 ratio summary; then both scripts end to end on tiny real models (no timing is asserted)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from repo_files import load_script
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks", name)
 
 
 overhead = _load("camera_overhead")

@@ -2,31 +2,19 @@
 viewers' process connects (3 readers get frames, 1 stalls) and the ratio is reported (no timing asserted)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-import cv2
-import numpy as np
+from repo_files import load_script, write_noise_video
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks", name)
 
 
 def test_http_benchmark_end_to_end(model_dir, tmp_path):
     bench = _load("camera_http")
-    video = tmp_path / "v.avi"
-    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
-    rng = np.random.default_rng(0)
-    for _ in range(40):
-        w.write(rng.integers(0, 255, (120, 160, 3), np.uint8))
-    w.release()
+    video = write_noise_video(tmp_path / "v.avi", 40, (160, 120))
     out = tmp_path / "http.json"
     args = bench.get_args_parser().parse_args(["--video", str(video), "--classifier", str(model_dir), "--rounds",
                                                "1", "--warmup", "3", "--out", str(out)])

@@ -1,15 +1,10 @@
 """The soak benchmark's arithmetic on crafted RSS samples (the benchmark itself runs 30,000 frames: not here)."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from repo_files import load_script
 
-REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("camera_soak", REPO / "benchmarks" / "camera_soak.py")
-soak = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(soak)
+soak = load_script("benchmarks", "camera_soak")
 
 
 def test_growth_is_measured_from_the_first_sample_after_warm_up():

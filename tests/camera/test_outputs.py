@@ -14,6 +14,7 @@ import pytest
 
 from edgekit.camera.outputs import StdoutSink, check_outputs, open_output, parse_output
 from edgekit.errors import EdgekitError
+from repo_files import write_noise_video
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -138,15 +139,8 @@ def test_open_output_opens_the_file_kinds(tmp_path):
 def test_dash_pipes_json_lines_into_another_program(model_dir, tmp_path):
     """`edgekit camera VIDEO - ...` piped into `python -c`, which parses every line: one record per frame, in
     order, nothing else on stdout; the summary and logs are on stderr."""
-    import cv2
-    import numpy as np
 
-    video = tmp_path / "v.avi"
-    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
-    rng = np.random.default_rng(0)
-    for _ in range(15):
-        w.write(rng.integers(0, 255, (48, 64, 3), np.uint8))
-    w.release()
+    video = write_noise_video(tmp_path / "v.avi", 15, (64, 48))
     reader = ("import json, sys\n"
               "rows = [json.loads(line) for line in sys.stdin]\n"
               "assert [r['frame'] for r in rows] == list(range(len(rows))), 'frames out of order'\n"

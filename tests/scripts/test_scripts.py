@@ -2,21 +2,16 @@
 to exit code 2 without a traceback."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from repo_files import REPO, load_script
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts", name)
 
 
 @pytest.mark.parametrize("name, argv, field, value", [
