@@ -34,7 +34,6 @@ class QuantSettings:
 
 
 REDUCE_RANGE_CHOICES = ("auto", "on", "off")
-SATURATING_CPUS = SATURATING_INT8_CPUS
 
 
 def reduce_range_for(choice: str, cpu_kind: str) -> tuple[bool, str]:
@@ -47,7 +46,7 @@ def reduce_range_for(choice: str, cpu_kind: str) -> tuple[bool, str]:
         raise unknown_choice("--reduce-range value", choice, REDUCE_RANGE_CHOICES)
     if choice != "auto":
         return choice == "on", f"asked (--reduce-range {choice})"
-    if cpu_kind in SATURATING_CPUS or cpu_kind == "unknown":
+    if cpu_kind in SATURATING_INT8_CPUS or cpu_kind == "unknown":
         return True, (f"auto: this CPU ({cpu_kind}) has no VNNI; ONNX Runtime's u8s8 kernels saturate on it "
                       "with 8-bit weights")
     return False, f"auto: this CPU ({cpu_kind}) accumulates int8 products in 32 bits (no saturation)"
@@ -58,7 +57,7 @@ def portability_warning(reduce_range: bool, cpu_kind: str) -> str | None:
     (None when nothing will)."""
     if reduce_range:  # 7-bit weights never saturate: the same results on any CPU
         return None
-    if cpu_kind in SATURATING_CPUS:
+    if cpu_kind in SATURATING_INT8_CPUS:
         return (f"INT8 built with 8-bit weights (--reduce-range off) on this {cpu_kind} CPU, whose u8s8 kernels "
                 "saturate: the accuracy measured here is what it loses; export with --reduce-range auto or on")
     return (f"INT8 built with 8-bit weights on a {cpu_kind} CPU and checked here: on an x86 CPU without VNNI "
