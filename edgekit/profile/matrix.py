@@ -4,6 +4,7 @@ listed with the reason; one that crashes does not stop the others."""
 from __future__ import annotations
 
 import itertools
+import math
 import json
 import logging
 import os
@@ -44,6 +45,7 @@ class BenchConfig:
     threads: int = option(0, ge=0, le=1024)  # CPU threads per runner; 0 = its default
     reference: str = option("torch", choices=BACKENDS)  # parity reference backend (fp32); falls back to onnxrt
     timeout: int = option(600, ge=1)  # seconds per subprocess
+    max_seconds: int = option(0, ge=0)  # the whole matrix: combinations that would start later are listed as not run; 0 = no limit
     out: str = option("", path="out_dir", empty=True)  # report folder; empty: <model_dir>/bench
     skip: str = ""  # backend/precision pairs left out, comma-separated (e.g. tinygrad/fp16): listed as skipped
     ultralytics: bool = True  # detectors: also run ultralytics' own benchmark/val on the same model and images
@@ -124,6 +126,9 @@ def prepare_inputs(manifest: Manifest, cfg: BenchConfig, work: Path) -> tuple[di
     return paths, targets
 
 
+_now = time.monotonic  # the --max-seconds clock (a test drives it)
+
+
 def run_matrix(cfg: BenchConfig) -> dict[str, Any]:
     manifest = cfg.validate(report=False)
     backends = _split(cfg.backends, BACKENDS, "backend")
@@ -146,10 +151,13 @@ def run_matrix(cfg: BenchConfig) -> dict[str, Any]:
 def _run_all(cfg, manifest, backends, precisions, batches, work: Path) -> list[dict[str, Any]]:
     shared, targets = prepare_inputs(manifest, cfg, work)
     rows: list[dict[str, Any]] = []
+    t_end = _now() + cfg.max_seconds if cfg.max_seconds else math.inf
     for backend, precision, batch in itertools.product(backends, precisions, batches):
         row: dict[str, Any] = {"backend": backend, "precision": precision, "batch": batch}
         reason = ("left out (--skip)" if f"{backend}/{precision}" in _skipped(cfg)
                   else _cannot_run(manifest, backend, precision, cfg.model_dir))
+        if not reason and _now() >= t_end:
+            reason = f"not run: the bench's time limit (--max-seconds {cfg.max_seconds}) was spent"
         if reason:
             rows.append({**row, "status": "skipped", "reason": reason})
             continue

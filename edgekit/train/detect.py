@@ -137,6 +137,8 @@ def ultralytics_args(cfg: DetectConfig, yaml_path: Path, out: Path) -> dict:
         args["lr0"] = cfg.lr0
     if cfg.freeze:
         args["freeze"] = cfg.freeze
+    if cfg.max_minutes > 0:  # ultralytics' time mode: epochs re-fitted after the first, training stops at the limit
+        args["time"] = cfg.max_minutes / 60.0
     return args
 
 
