@@ -60,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
     from edgekit.export.accuracy import latency_ratio
     from edgekit.export.fp16 import fp16_from_onnx
     from edgekit.export.int8 import Int8ExportConfig, int8_from_onnx
-    from edgekit.export.tasks import task_hooks
+    from edgekit.tasks import task_for
     from edgekit.manifest import Manifest
     from edgekit.platform import machine_summary
 
@@ -94,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
         logging.info("%s: %s", name, json.dumps({k: rows[name][k] for k in ("value", "drop_points", "float_nodes")}))
 
     manifest = Manifest.load(model_dir)
-    x = task_hooks(manifest).heldout(manifest, None, 1).x
+    x = task_for(manifest).heldout(manifest, None, 1).x
     timing = {}
     for threads in (int(t) for t in args.threads.split(",")):
         timing[f"threads={threads or 'default'}"] = latency_ratio(files, x, input_name=manifest.input.name,

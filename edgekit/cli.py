@@ -207,13 +207,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from edgekit.profile.matrix import BenchConfig, run_matrix
-    from edgekit.profile.tasks import bench_task
+    from edgekit.tasks import task_for
 
     cfg = dataclass_from_args(BenchConfig, args)
     cfg.warmup, cfg.iters = 1, 3  # parity, not timing
     cfg.validate(report=False)
     report = run_matrix(cfg)
-    task = bench_task(report["task"])
+    task = task_for(report["task"])
     metric, agreement = task.metric_label, task.agreement_label
     print(f"parity on {cfg.eval_images or 'all'} held-out inputs against {cfg.reference}/fp32 (onnxrt/fp32 when it "
           "is missing)")

@@ -1,0 +1,24 @@
+"""The task layer: one module per task (classify, detect), one registry. Stages ask `task_for(manifest)` for
+what differs between tasks (edgekit.tasks.base.Task) and never branch on the task's name."""
+from __future__ import annotations
+
+from edgekit.errors import EdgekitError
+from edgekit.manifest import Manifest
+from edgekit.tasks.base import Task
+from edgekit.tasks.classify import CLASSIFY
+from edgekit.tasks.detect import DETECT
+
+TASKS: dict[str, Task] = {t.name: t for t in (CLASSIFY, DETECT)}
+
+
+def task_for(manifest_or_task: Manifest | str) -> Task:
+    """The task of a manifest (or a task's name). An unknown one is an EdgekitError listing the known ones."""
+    name = manifest_or_task if isinstance(manifest_or_task, str) else manifest_or_task.task
+    try:
+        return TASKS[name]
+    except KeyError:
+        where = "" if isinstance(manifest_or_task, str) else f"{manifest_or_task.model_dir}: "
+        raise EdgekitError(f"{where}edgekit knows the tasks {sorted(TASKS)}, not '{name}'") from None
+
+
+__all__ = ["TASKS", "Task", "task_for"]
