@@ -11,7 +11,8 @@ parity numbers recorded, and the nodes that must never be quantized. fp16.py and
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -67,25 +68,25 @@ CLASSIFY = TaskHooks("classify", top1, top1_agreement, "top-1 agreement", _class
 
 # ---- detection ---------------------------------------------------------------------------------------
 
-def _detect_metric(outputs: np.ndarray, targets: np.ndarray) -> dict:
+def _detect_metric(outputs: np.ndarray, targets: np.ndarray, decoder="yolov8") -> dict:
     from edgekit.vision.map import detection_metric
 
-    return detection_metric(outputs, targets)
+    return detection_metric(outputs, targets, decoder=decoder)
 
 
-def _detect_agreement(ref: np.ndarray, out: np.ndarray) -> float:
+def _detect_agreement(ref: np.ndarray, out: np.ndarray, decoder="yolov8") -> float:
     from edgekit.vision.map import detection_agreement
 
-    return detection_agreement(ref, out)
+    return detection_agreement(ref, out, decoder=decoder)
 
 
-def _detect_parity(ref: np.ndarray, out: np.ndarray) -> dict:
+def _detect_parity(ref: np.ndarray, out: np.ndarray, decoder="yolov8") -> dict:
     from edgekit.vision.map import compare_detections, detection_agreement
 
     raw = {k: v for k, v in compare_logits(ref, out).items() if k != "top1_agreement"}
-    det = compare_detections(ref, out)
+    det = compare_detections(ref, out, decoder=decoder)
     det.pop("detections_per_image")
-    agree = detection_agreement(ref, out)
+    agree = detection_agreement(ref, out, decoder=decoder)
     return {**raw, **det, "map_vs_fp32": agree, "agreement": agree,
             "agreement_kind": "mAP50-95 against the FP32 detections (conf >= 0.25)"}
 
@@ -114,9 +115,18 @@ DETECT = TaskHooks("detect", _detect_metric, _detect_agreement, "mAP50-95 agains
 HOOKS = {"classify": CLASSIFY, "detect": DETECT}
 
 
-def task_hooks(manifest: Manifest) -> TaskHooks:
+def task_hooks(manifest: Manifest, decoder: str = "") -> TaskHooks:
+    """The manifest's task's hooks; a detector's outputs are read by the decoder its manifest names (`decoder`:
+    the user's --decoder, which a plug-in recorded in the manifest needs)."""
     try:
-        return HOOKS[manifest.task]
+        hooks = HOOKS[manifest.task]
     except KeyError:
         raise EdgekitError(f"{manifest.model_dir}: FP16/INT8 export knows the tasks {sorted(HOOKS)}, not "
                            f"'{manifest.task}'") from None
+    if manifest.postprocess is None:
+        return hooks
+    from edgekit.vision.decoders import resolve_decoder
+
+    dec = resolve_decoder(manifest.postprocess.decoder, decoder, model_dir=manifest.model_dir)
+    return replace(hooks, metric=partial(hooks.metric, decoder=dec), agreement=partial(hooks.agreement, decoder=dec),
+                   parity=partial(hooks.parity, decoder=dec))

@@ -8,8 +8,8 @@ end-to-end timing (preprocess -> infer -> postprocess, each stage timed; inferen
 apart, as trtexec reports GPU compute apart from end-to-end), and the labels the report prints.
 
     classify: resize/crop + normalise -> logits -> softmax + top-5; accuracy top-1; agreement = same top-1.
-    detect:   letterbox (the camera loop's LetterboxInput) -> (1, 4+nc, N) -> decode + NMS + undo the letterbox
-              (predict thresholds, the camera's defaults); accuracy mAP50-95 and mAP50 (ultralytics val's
+    detect:   letterbox (the camera loop's LetterboxInput) -> raw output -> the manifest's decoder (+ NMS) + undo
+              the letterbox (the manifest's thresholds, the camera's defaults); accuracy mAP50-95 and mAP50 (ultralytics val's
               thresholds); agreement = same boxes (count, classes, IoU >= 0.99 each) at predict thresholds."""
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ import numpy as np
 from edgekit.errors import EdgekitError
 
 E2E_IMAGES = 16  # decoded held-out images the end-to-end timing cycles through
-DETECT_CONF, DETECT_IOU = 0.25, 0.45  # end-to-end postprocess thresholds: edgekit camera's defaults
 
 # a stage of the application pipeline: (image or model output, context) -> (result, context)
 Pre = Callable[[np.ndarray], tuple[np.ndarray, Any]]
@@ -88,19 +87,23 @@ def _detect_images(manifest, data, n: int) -> list[np.ndarray]:
 
 
 def _detect_pipeline(manifest) -> tuple[Pre, Post]:
+    from edgekit.vision.decoders import resolve_decoder
     from edgekit.vision.detect import LetterboxInput, postprocess
 
     letterbox = LetterboxInput(tuple(int(d) for d in manifest.input.shape[2:4]))
+    pp = manifest.postprocess  # the model's decoder and thresholds: the camera's defaults too
+    decoder = resolve_decoder(pp.decoder, model_dir=manifest.model_dir)
 
     def post(pred: np.ndarray, lb: Any) -> Any:
-        return postprocess(pred, lb, conf=DETECT_CONF, iou=DETECT_IOU)
+        return postprocess(pred, lb, decoder=decoder, conf=pp.conf, iou=pp.iou, max_det=pp.max_det)
 
     return letterbox, post
 
 
 DETECT = BenchTask(
     "detect", "mAP50-95", "box agreement", "detections_agreement",
-    f"letterbox, infer, decode + NMS (conf {DETECT_CONF}, IoU {DETECT_IOU}) + boxes back to the source image",
+    "letterbox, infer, decode + NMS (the model's conf / IoU / max_det, as the camera) + boxes back to the source "
+    "image",
     (("mAP50-95", "accuracy", "value"), ("mAP50", "accuracy", "mAP50"), ("max_rel_err", "parity", "max_rel"),
      ("box_agreement", "parity", "detections_agreement"), ("min_box_iou", "parity", "min_box_iou"),
      ("mAP_vs_ref", "parity", "agreement")),
