@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,7 @@ def onnx_from_yolo(model_dir: str | Path, cfg: YoloExportConfig | None = None) -
     with tempfile.TemporaryDirectory(prefix="edgekit-yolo-export-") as work:
         pt = checkpoint_from_state(state, Path(work) / "checkpoint" / "model.pt")
         onnx_file = export_onnx(pt, Path(work), imgsz=imgsz, opset=cfg.opset, slim=cfg.slim, nms=cfg.nms)
+        manifest.postprocess.decoder = "end2end" if cfg.nms else "yolov8"  # what the graph's output is
         images = _parity_images(manifest, cfg)
         parity = parity_check(pt, onnx_file, images, manifest.input.shape[2:4], cfg) if cfg.parity_images else {}
         with atomic_path(dest) as tmp:
@@ -198,7 +200,8 @@ def parity_check(pt: str | Path, onnx_file: str | Path, images: list[np.ndarray]
     ref = torch_outputs(pt, x)
     raw = ({"max_abs": None, "max_rel": None, "note": "the graph ends in NMS: compared as detections only"}
            if cfg.nms else compare_logits(ref, onnx_out))
-    det = compare_detections(ref, onnx_out, conf=0.25, iou=0.7, min_box_iou=cfg.min_box_iou)
+    det = compare_detections(ref, onnx_out, conf=0.25, iou=0.7, min_box_iou=cfg.min_box_iou,
+                             decoder="end2end" if cfg.nms else "yolov8", ref_decoder="yolov8")
     agree, worst_iou = round(det["detections_agreement"] * len(x)), det["min_box_iou"]
     result = {**{k: v for k, v in raw.items() if k != "top1_agreement"}, **det, "reference": "ultralytics torch",
               "tolerance": cfg.tolerance}
@@ -225,7 +228,8 @@ def _accuracy(manifest: Manifest, onnx_file: Path, cfg: YoloExportConfig) -> dic
     except EdgekitError as e:
         log.warning("no mAP for the ONNX file: %s", e)
         return {}
-    acc, _ = evaluate(onnx_file, held, detection_metric, input_name=manifest.input.name)
+    metric = partial(detection_metric, decoder=manifest.postprocess.decoder)
+    acc, _ = evaluate(onnx_file, held, metric, input_name=manifest.input.name)
     log.info("ONNX on %d held-out images: mAP50 %.4f, mAP50-95 %.4f (edgekit, numpy)", acc["n"], acc["mAP50"],
              acc["value"])
     return acc

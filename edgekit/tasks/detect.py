@@ -4,8 +4,8 @@ Exports: mAP50-95 on the val split (ultralytics val's thresholds); a seeded cali
 agreement = mAP50-95 of the reduced-precision detections against FP32's own (conf >= 0.25) detections; YOLO's
 box-decode head always stays float (one 8-bit scale cannot hold pixel coordinates and class scores in the same
 tensor: a prototype lost all of its mAP).
-Bench: letterbox (the camera loop's LetterboxInput) -> (1, 4+nc, N) -> decode + NMS + undo the letterbox
-(predict thresholds, the camera's defaults); accuracy mAP50-95 and mAP50; agreement = same boxes (count,
+Bench: letterbox (the camera loop's LetterboxInput) -> raw output -> the manifest's decoder (+ NMS) + undo the
+letterbox (the manifest's thresholds, the camera's defaults); accuracy mAP50-95 and mAP50; agreement = same boxes (count,
 classes, IoU >= 0.99 each) at predict thresholds."""
 from __future__ import annotations
 
@@ -16,28 +16,27 @@ import numpy as np
 from edgekit.compare import compare_logits
 from edgekit.tasks.base import Post, Pre, Task
 
-DETECT_CONF, DETECT_IOU = 0.25, 0.45  # end-to-end postprocess thresholds: edgekit camera's defaults
 
 
-def _metric(outputs: np.ndarray, targets: np.ndarray) -> dict:
+def _metric(outputs: np.ndarray, targets: np.ndarray, decoder="yolov8") -> dict:
     from edgekit.vision.map import detection_metric
 
-    return detection_metric(outputs, targets)
+    return detection_metric(outputs, targets, decoder=decoder)
 
 
-def _agreement(ref: np.ndarray, out: np.ndarray) -> float:
+def _agreement(ref: np.ndarray, out: np.ndarray, decoder="yolov8") -> float:
     from edgekit.vision.map import detection_agreement
 
-    return detection_agreement(ref, out)
+    return detection_agreement(ref, out, decoder=decoder)
 
 
-def _parity(ref: np.ndarray, out: np.ndarray) -> dict:
+def _parity(ref: np.ndarray, out: np.ndarray, decoder="yolov8") -> dict:
     from edgekit.vision.map import compare_detections, detection_agreement
 
     raw = {k: v for k, v in compare_logits(ref, out).items() if k != "top1_agreement"}
-    det = compare_detections(ref, out)
+    det = compare_detections(ref, out, decoder=decoder)
     det.pop("detections_per_image")
-    agree = detection_agreement(ref, out)
+    agree = detection_agreement(ref, out, decoder=decoder)
     return {**raw, **det, "map_vs_fp32": agree, "agreement": agree,
             "agreement_kind": "mAP50-95 against the FP32 detections (conf >= 0.25)"}
 
@@ -68,12 +67,15 @@ def _images(manifest, data, n: int) -> list[np.ndarray]:
 
 
 def _pipeline(manifest) -> tuple[Pre, Post]:
+    from edgekit.vision.decoders import resolve_decoder
     from edgekit.vision.detect import LetterboxInput, postprocess
 
     letterbox = LetterboxInput(tuple(int(d) for d in manifest.input.shape[2:4]))
+    pp = manifest.postprocess  # the model's decoder and thresholds: the camera's defaults too
+    decoder = resolve_decoder(pp.decoder, model_dir=manifest.model_dir)
 
     def post(pred: np.ndarray, lb: Any) -> Any:
-        return postprocess(pred, lb, conf=DETECT_CONF, iou=DETECT_IOU)
+        return postprocess(pred, lb, decoder=decoder, conf=pp.conf, iou=pp.iou, max_det=pp.max_det)
 
     return letterbox, post
 
@@ -82,7 +84,8 @@ DETECT = Task(
     "detect", _metric, _agreement, "mAP50-95 against FP32's detections", _parity, _heldout, _calibration,
     _float_nodes,
     metric_label="mAP50-95", agreement_label="box agreement", agreement_key="detections_agreement",
-    e2e_what=f"letterbox, infer, decode + NMS (conf {DETECT_CONF}, IoU {DETECT_IOU}) + boxes back to the source image",
+    e2e_what="letterbox, infer, decode + NMS (the model's conf / IoU / max_det, as the camera) + boxes back to the "
+             "source image",
     columns=(("mAP50-95", "accuracy", "value"), ("mAP50", "accuracy", "mAP50"), ("max_rel_err", "parity", "max_rel"),
              ("box_agreement", "parity", "detections_agreement"), ("min_box_iou", "parity", "min_box_iou"),
              ("mAP_vs_ref", "parity", "agreement")),

@@ -27,7 +27,7 @@ from edgekit.data.yolo import check_dataset
 from edgekit.errors import EdgekitError
 from edgekit.export.yolo import STATE_FILE, YoloExportConfig, load_yolo, onnx_from_yolo, ultralytics_env
 from edgekit.fileio import atomic_path, atomic_write_json, atomic_write_text, sha256_file
-from edgekit.manifest import Artifact, InputSpec, Manifest, TensorSpec
+from edgekit.manifest import Artifact, InputSpec, Manifest, Postprocess, TensorSpec
 from edgekit.platform import machine_summary
 from edgekit.train.detect_config import PACKAGED_YOLO, DetectConfig
 
@@ -169,6 +169,7 @@ def _finish(cfg: DetectConfig, out: Path, yaml_path: Path, names: list[str], cou
     manifest = Manifest(
         name=out.name, task="detect", labels=list(names), input=input_spec(cfg.imgsz),
         outputs=[TensorSpec("output0", [1, 4 + nc, anchors(cfg.imgsz, strides)], "float32")],
+        postprocess=Postprocess("yolov8", conf=0.25, iou=0.7, max_det=300),  # predict's: what the export checks use
         source={"arch": Path(str(arch)).stem, "framework": "ultralytics " + _ultralytics_version(),
                 "weights": weights_source, "checkpoint": "model.pt", "strides": strides,
                 "parameters": int(sum(p.numel() for p in model.model.parameters())),
