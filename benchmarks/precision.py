@@ -124,7 +124,8 @@ def _heldback_top1(manifest, files: dict[str, Path]) -> dict[str, float]:
     """Top-1 of each file on the 100 digits per class that edgekit's mnist5k writes to neither split."""
 
     from edgekit.data.mnist import load_mnist5k, split_indices
-    from edgekit.export.accuracy import run_onnx, top1
+    from edgekit.export.accuracy import run_onnx
+    from edgekit.tasks.classify import top1
     from edgekit.vision.preprocess import batch_classify
 
     if manifest.labels != [str(d) for d in range(10)]:

@@ -187,6 +187,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from edgekit.profile.matrix import BenchConfig, run_matrix
     from edgekit.profile.report import PLOTS, markdown, plots_available, write_report
+    from edgekit.tasks import task_for
 
     cfg = dataclass_from_args(BenchConfig, args)
     cfg.validate()  # options, manifest, data and the report folder, before the first run
@@ -195,7 +196,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     plots = plots_available()
     print(markdown(report, plots=plots).split("\n\n", 1)[1].rsplit("\n\n![", 1)[0])
     print(f"\nreport: {dest} (and bench.json, bench.csv{''.join(', ' + p for p in PLOTS) if plots else ''})")
-    if report["task"] == "detect" and cfg.ultralytics:  # ultralytics' own numbers for the same model, beside
+    if task_for(report["task"]).framework == "ultralytics" and cfg.ultralytics:  # its own numbers, beside
         from edgekit.profile.ultralytics import NAME, markdown as ul_markdown, run_ultralytics_benchmark
 
         res = run_ultralytics_benchmark(cfg.model_dir, cfg.data or None, dest.parent, eval_images=cfg.eval_images,

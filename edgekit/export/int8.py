@@ -33,11 +33,6 @@ from edgekit.runners.onnx_file import load_onnx
 from edgekit.tasks import task_for
 
 log = logging.getLogger(__name__)
-# --int8-min-agreement -1: the task's own minimum. Classifiers: share of held-out images whose top-1 equals
-# FP32's. Detectors: mAP50-95 of INT8's boxes scored against FP32's own (conf >= 0.25) boxes, where IoU 0.95
-# counts too, so a faithful INT8 model scores well below 1. Measured on the demo's YOLOv8s@320 (AVX2 CPU): 0.86
-# with 7-bit weights (mAP50-95 -0.7 points) vs 0.64 with saturating 8-bit ones (-10.45 points).
-DEFAULT_MIN_AGREEMENT = {"classify": 0.9, "detect": 0.7}
 
 
 @dataclass
@@ -95,7 +90,7 @@ def int8_from_onnx(model_dir: str | Path, cfg: Int8ExportConfig | None = None) -
     reduce_range, why = reduce_range_for(cfg.reduce_range, cpu["kind"])
     log.info("INT8 weights: %s (%s)", "7-bit (reduce_range)" if reduce_range else "8-bit", why)
     portability = portability_warning(reduce_range, cpu["kind"])
-    min_agree = DEFAULT_MIN_AGREEMENT.get(hooks.name, 0.9) if cfg.int8_min_agreement == -1 else cfg.int8_min_agreement
+    min_agree = hooks.int8_min_agreement if cfg.int8_min_agreement == -1 else cfg.int8_min_agreement
     q = QuantSettings(cfg.calibration, cfg.per_channel, cfg.activations, cfg.symmetric_activations, reduce_range)
     opts = cal.calibration_options(cfg.calibration, percentile=cfg.percentile, symmetric=cfg.symmetric_activations)
 

@@ -61,9 +61,7 @@ def markdown(report: dict[str, Any], plots: bool = True) -> str:
             "per decoded held-out image. p50_spread_ms is the range of p50 over the repeated runs. "
             + (f"Accuracy: held-out {task.metric_label} on {n_eval} images. " if n_eval else "No held-out accuracy. ")
             + (f"Parity against {ref} on the same inputs: max_rel_err is the outputs' max abs error over their "
-               f"scale; {task.agreement_label}" + (" (same count and classes, every box at IoU >= 0.99 with its "
-               "twin, predict thresholds; mAP_vs_ref scores the detections against the reference's own)"
-               if task.name == "detect" else "") + ".\n\n" if ref else "\n\n"))
+               f"scale; {task.agreement_label}{task.agreement_note}.\n\n" if ref else "\n\n"))
     cols = [c for c in columns(task.name) if c != "reason" and not (c in JETSON_ONLY and all(r[c] is None for r in rows))]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:

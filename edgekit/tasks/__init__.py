@@ -33,4 +33,18 @@ def task_for(manifest_or_task: Manifest | str, decoder: str = "") -> Task:
                    parity=partial(task.parity, decoder=dec))
 
 
-__all__ = ["TASKS", "Task", "task_for"]
+def tasks_of(framework: str) -> list[str]:
+    """The tasks whose models come from `framework` ("torchvision", "ultralytics")."""
+    return sorted(name for name, t in TASKS.items() if t.framework == framework)
+
+
+def require_framework(manifest: Manifest, framework: str, what: str) -> Task:
+    """The manifest's task, when its models come from `framework`; else an EdgekitError saying `what` needs."""
+    task = task_for(manifest)
+    if task.framework != framework:
+        raise EdgekitError(f"{manifest.model_dir} holds a '{task.name}' model ({task.framework}); {what} takes "
+                           f"{framework} models ({', '.join(tasks_of(framework))})")
+    return task
+
+
+__all__ = ["TASKS", "Task", "require_framework", "task_for", "tasks_of"]

