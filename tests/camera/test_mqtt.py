@@ -8,6 +8,7 @@ from __future__ import annotations
 import getpass
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -234,3 +235,29 @@ def test_drops_show_on_the_live_page():
     st = view.stats()["outputs"][sink.name]
     assert (st["frames"], st["dropped"], st["dropped_offline"], st["connected"]) == (3, 3, 3, False)
     sink.close()
+
+
+@needs_broker
+def test_a_broker_that_stops_reading_fills_the_bounded_queue_and_writes_never_block(tmp_path):
+    """mosquitto stopped (SIGSTOP) while connected: the socket's buffers fill, then at most `queue` messages
+    wait in paho and every further one is dropped as "queue full" at once (a blocking write would hang this
+    test). Resumed (SIGCONT): every message is accounted for, sent or dropped."""
+    port = free_port()
+    broker = Broker(tmp_path, port).start()
+    sink = MqttSink(f"mqtt://127.0.0.1:{port}/{TOPIC}", queue=5).start()
+    big = {"frame": 0, "pad": "x" * 100_000}  # 100 kB: the socket's buffers fill after a few MB
+    try:
+        assert sink.connected
+        broker.proc.send_signal(signal.SIGSTOP)
+        most_waiting = 0
+        while sink.dropped_queue_full < 50 and sink.frames < 5000:
+            sink.write(None, big)
+            most_waiting = max(most_waiting, len(sink._waiting))
+        assert sink.dropped_queue_full == 50 and most_waiting == 5
+        broker.proc.send_signal(signal.SIGCONT)
+        sink.close()
+    finally:
+        broker.proc.send_signal(signal.SIGCONT)
+        broker.kill()
+    s = sink.summary()
+    assert s["sent"] + s["dropped"] == s["frames"] and s["sent"] >= 5 and s["waiting"] == 0

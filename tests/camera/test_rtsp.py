@@ -193,3 +193,12 @@ def test_cli_exits_2_with_the_line(model_dir, tmp_path):
                        timeout=300)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "needs GStreamer's RTSP server" in r.stderr and "http://127.0.0.1:8080" in r.stderr
+
+
+def test_a_port_in_use_is_one_line(gst):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with pytest.raises(EdgekitError, match=f"cannot listen there .*rtsp://@:{port + 1}/live"):
+            open_stream(f"rtsp://@:{port}/live", 30)
