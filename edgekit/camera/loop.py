@@ -302,12 +302,15 @@ def _report(cfg, source, timer, frames, seconds, rss, interrupted, outputs, erro
     if error is not None:
         out["error"] = str(error) if isinstance(error, EdgekitError) else f"{type(error).__name__}: {error}"
         out["started"] = frames > 0
+    config = {k: v for k, v in asdict(cfg).items() if k != "input"}
+    config["output"] = [redact(o) for o in cfg.output]  # an mqtt:// output may carry a password
     return {
-        **out, "source": source.name, "outputs": [redact(o) for o in outputs], "frames": frames, "seconds": round(seconds, 3),
+        **out, "source": source.name, "outputs": [redact(o) for o in outputs], "frames": frames,
+        "seconds": round(seconds, 3),
         "fps": round(frames / seconds, 2) if seconds > 0 else 0.0, "interrupted": interrupted,
         "capture": dict(source.stats), "stages_ms": stats,
         "rss": {k: (round(v, 1) if isinstance(v, float) else v) for k, v in rss.items()},
-        "config": {k: ([redact(o) for o in v] if k == "output" else v) for k, v in asdict(cfg).items() if k != "input"},
+        "config": config,
     }
 
 
