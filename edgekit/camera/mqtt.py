@@ -138,7 +138,7 @@ class MqttSink(Sink):
         client.disconnect()
         stopper = threading.Thread(target=client.loop_stop, name="edgekit-mqtt-stop", daemon=True)
         stopper.start()
-        stopper.join(max(0.1, deadline - time.monotonic()))
+        stopper.join(max(1.0, deadline - time.monotonic()))
         if stopper.is_alive():
             log.warning("MQTT: %s did not close in %.0f s; leaving it", self.name, self.close_timeout)
         self._sweep()
