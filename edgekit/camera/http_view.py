@@ -42,12 +42,13 @@ class HttpViewSink(Sink):
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, max_viewers: int = 4, quality: int = 80,
                  frame_stages: Callable[[], dict[str, int]] | None = None, encoder_nice: int = 5,
-                 write_timeout: float = 10.0) -> None:
+                 write_timeout: float = 10.0, outputs: list[Sink] | None = None) -> None:
         if max_viewers < 1:
             raise EdgekitError(f"--http-viewers {max_viewers}: allow at least 1 viewer")
         self.host, self.port, self.max_viewers, self.quality = host, port, max_viewers, quality
         self.name = f"http://{host}:{port}"
         self.frame_stages, self.encoder_nice, self.write_timeout = frame_stages, encoder_nice, write_timeout
+        self.outputs = outputs if outputs is not None else []  # the run's outputs, for their summaries in /stats
         self.frames = self.encoded = self.replaced = self.refused = self.dropped = 0
         self.viewers = 0  # streams being served now
         self._wanted = 0  # /frame.jpg requests waiting for a frame
@@ -195,6 +196,7 @@ class HttpViewSink(Sink):
             "rss_mb": round(rss_mb(), 1), "nvmap_mb": _round(nvmap_mb()),  # NvMap: Jetson only, else null
             "viewers": self.viewers, "max_viewers": self.max_viewers, "encoded": self.encoded,
             "replaced_before_encoding": self.replaced, "refused_viewers": self.refused, "dropped_viewers": self.dropped,
+            "outputs": {o.name: st for o in list(self.outputs) if (st := o.summary())},  # e.g. MQTT's drops
         }
 
 

@@ -27,7 +27,7 @@ from edgekit.camera.pipeline import Pipeline
 from edgekit.camera.outputs import check_outputs, open_output
 from edgekit.camera.records import RecordMaker
 from edgekit.camera.sinks import Sink, check_writable
-from edgekit.camera.sources import CaptureOptions, FrameSource, RepeatLog
+from edgekit.camera.sources import CaptureOptions, FrameSource, RepeatLog, redact
 from edgekit.configs import check_config, option
 from edgekit.errors import EdgekitError
 from edgekit.manifest import BACKENDS, PRECISIONS
@@ -148,7 +148,7 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
         source.open()
         for spec in specs:  # one at a time: those opened before a failing one are still closed below
             sinks.append(open_output(spec, source.fps, max_viewers=cfg.http_viewers,
-                                     frame_stages=lambda: timer.frame_ns))
+                                     frame_stages=lambda: timer.frame_ns, outputs=sinks))
         # overlays: drawn in the loop for sinks that show or save the loop's frame as it is (display, image
         # files); handed to the sinks that copy the frame and draw on their own thread (video), when only those
         # want frames: then drawing costs the loop nothing
@@ -223,6 +223,9 @@ def _finish(cfg, source, sinks, runners, timer, frames, seconds, rss, interrupte
     drawn_later = [ns for s in sinks for ns in getattr(s, "draw_ns", ())]
     if drawn_later:  # off the loop: not part of a frame's time, reported apart
         result["draw_on_writer_thread_ms"] = LatencyStats.from_ns(drawn_later).as_dict()
+    summaries = {s.name: st for s in sinks if (st := s.summary())}
+    if summaries:  # outputs that count what they sent and dropped (mqtt://)
+        result["outputs_stats"] = summaries
     result.update(scored.results(cfg.same_as))
     if cfg.report:
         try:
@@ -315,12 +318,15 @@ def _report(cfg, source, timer, frames, seconds, rss, interrupted, outputs, erro
     if error is not None:
         out["error"] = str(error) if isinstance(error, EdgekitError) else f"{type(error).__name__}: {error}"
         out["started"] = frames > 0
+    config = {k: v for k, v in asdict(cfg).items() if k != "input"}
+    config["output"] = [redact(o) for o in cfg.output]  # an mqtt:// output may carry a password
     return {
-        **out, "source": source.name, "outputs": outputs, "frames": frames, "seconds": round(seconds, 3),
+        **out, "source": source.name, "outputs": [redact(o) for o in outputs], "frames": frames,
+        "seconds": round(seconds, 3),
         "fps": round(frames / seconds, 2) if seconds > 0 else 0.0, "interrupted": interrupted,
         "capture": dict(source.stats), "stages_ms": stats,
         "rss": {k: (round(v, 1) if isinstance(v, float) else v) for k, v in rss.items()},
-        "config": {k: v for k, v in asdict(cfg).items() if k != "input"},
+        "config": config,
     }
 
 

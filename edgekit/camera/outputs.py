@@ -8,9 +8,12 @@
 | `results.jsonl` (.ndjson)   | jsonl   | one result record per frame (edgekit/camera/record.schema.json)         |
 | `-`                         | stdout  | the same records on stdout, flushed per frame (logs stay on stderr)     |
 | `http://127.0.0.1:8080`     | http    | a live page: the annotated MJPEG stream and live numbers                |
+| `mqtt://HOST[:PORT]/TOPIC`  | mqtt    | the same records, one MQTT message per frame (mqtt.py; paho-mqtt)       |
+| `rtsp://@:8554/NAME`        | rtsp    | the annotated video served over RTSP, H.264 (rtsp.py; GStreamer)        |
+| `rtp://HOST:PORT`           | rtp     | the annotated video sent as RTP/H.264 over UDP (rtsp.py; GStreamer)     |
 
-Anything else is an error naming these: an unknown scheme (`foo://`), a scheme not supported yet (rtsp, rtp,
-webrtc, mqtt), a path with an unknown extension, and a name without an extension that is not an existing
+Anything else is an error naming these: an unknown scheme (`foo://`), a scheme not supported yet
+(webrtc), a path with an unknown extension, and a name without an extension that is not an existing
 folder. So a typo (`rtsp:/x`, `frames`) never becomes a folder on disk. Parsing touches nothing on disk."""
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from edgekit.camera.http_view import HttpViewSink
+from edgekit.camera.mqtt import MqttSink, parse_mqtt
+from edgekit.camera.rtsp import open_stream, parse_stream
 from edgekit.camera.sinks import (VIDEO_EXTS, DisplaySink, ImageSequenceSink, JsonlSink, Overlay, Sink, VideoSink,
                                   check_writable)
 from edgekit.camera.sources import redact
@@ -34,25 +39,22 @@ from edgekit.errors import EdgekitError
 JSONL_EXTS = (".jsonl", ".ndjson")
 HTTP_DEFAULT = ("127.0.0.1", 8080)
 SUPPORTED = ("display://0, a video file (" + " ".join(VIDEO_EXTS) + "), a folder for frames (ending in '/'), "
-             "a .jsonl file, - (JSON lines on stdout), http://127.0.0.1:8080 (live view in a browser)")
+             "a .jsonl file, - (JSON lines on stdout), http://127.0.0.1:8080 (live view in a browser), "
+             "mqtt://HOST[:PORT]/TOPIC (records to an MQTT broker), rtsp://@:8554/NAME (serve the video), "
+             "rtp://HOST:PORT (send the video)")
 # schemes people will try, each with what to use instead (jetson-inference's outputs, mostly)
 NOT_YET = {
-    "rtsp": "RTSP output is not supported yet: watch the live view with http://127.0.0.1:8080 (or "
-            "http://0.0.0.0:8080 to reach it from another machine), or write a video file",
-    "rtp": "RTP output is not supported yet: use the live view http://0.0.0.0:8080 or a video file",
     "webrtc": "WebRTC output is not supported yet: the live view http://0.0.0.0:8080 plays in any browser",
-    "mqtt": "MQTT output is not supported yet: use - (JSON lines on stdout) and pipe them to "
-            "mosquitto_pub -l, or a .jsonl file",
     "https": "the live view serves plain HTTP: use http://HOST:PORT (behind a TLS proxy if needed)",
 }
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
-_URI_LIKE = {"display", "http", "https", "file", "udp", "tcp", "srt", "rtmp", *NOT_YET}
+_URI_LIKE = {"display", "http", "https", "mqtt", "rtsp", "rtp", "file", "udp", "tcp", "srt", "rtmp", *NOT_YET}
 
 
 @dataclass(frozen=True)
 class OutputSpec:
-    kind: str  # display | video | images | jsonl | stdout | http
-    target: str  # the path, or "host:port" for http
+    kind: str  # display | video | images | jsonl | stdout | http | mqtt | rtsp | rtp
+    target: str  # the path, "host:port" for http, the URI for mqtt (credentials included: never log it), rtsp, rtp
     host: str = ""  # http only
     port: int = 0
 
@@ -84,6 +86,12 @@ def _parse_uri(s: str, scheme: str) -> OutputSpec:
         return OutputSpec("display", s)
     if scheme == "http":
         return _parse_http(s)
+    if scheme == "mqtt":
+        t = parse_mqtt(s)
+        return OutputSpec("mqtt", s, t.host, t.port)
+    if scheme in ("rtsp", "rtp"):
+        st = parse_stream(s)
+        return OutputSpec(st.kind, s, st.host, st.port)
     if scheme in NOT_YET:
         raise EdgekitError(f"output '{redact(s)}': {NOT_YET[scheme]}")
     raise EdgekitError(f"output '{redact(s)}': unknown scheme '{scheme}://'; outputs are {SUPPORTED}")
@@ -117,23 +125,29 @@ def check_outputs(uris: list[str]) -> list[OutputSpec]:
             check_writable(s.target, "output", folder=s.kind == "images")
     if sum(s.kind == "stdout" for s in specs) > 1:
         raise EdgekitError("output '-' given twice: stdout takes one stream of records")
-    ports = [s.port for s in specs if s.kind == "http" and s.port]
+    ports = [s.port for s in specs if s.kind in ("http", "rtsp") and s.port]
     if len(ports) != len(set(ports)):
-        raise EdgekitError("two http:// outputs on the same port: give each its own port")
+        raise EdgekitError("two http:// or rtsp:// outputs on the same port: give each its own port")
     return specs
 
 
 def open_output(spec: OutputSpec | str, fps: float, *, max_viewers: int = 4,
-                frame_stages: Callable[[], dict[str, int]] | None = None) -> Sink:
-    """Open one output. `max_viewers` and `frame_stages` (the current frame's stage times, for the live page's
-    numbers) are for http:// only."""
+                frame_stages: Callable[[], dict[str, int]] | None = None, outputs: list[Sink] | None = None) -> Sink:
+    """Open one output. `max_viewers`, `frame_stages` (the current frame's stage times, for the live page's
+    numbers) and `outputs` (the run's outputs: the page shows their summaries, e.g. MQTT's drops) are for
+    http:// only."""
     spec = parse_output(spec) if isinstance(spec, str) else spec
     if spec.kind == "display":
         return DisplaySink()
     if spec.kind == "stdout":
         return StdoutSink()
+    if spec.kind == "mqtt":
+        return MqttSink(spec.target).start()
+    if spec.kind in ("rtsp", "rtp"):
+        return open_stream(spec.target, fps)
     if spec.kind == "http":
-        return HttpViewSink(spec.host, spec.port, max_viewers=max_viewers, frame_stages=frame_stages).start()
+        return HttpViewSink(spec.host, spec.port, max_viewers=max_viewers, frame_stages=frame_stages,
+                            outputs=outputs).start()
     try:
         if spec.kind == "video":
             return VideoSink(spec.target, fps)

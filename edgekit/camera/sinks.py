@@ -61,6 +61,10 @@ class Sink:
 
     def close(self) -> None: ...
 
+    def summary(self) -> dict[str, Any] | None:
+        """Counts worth reporting (what was sent, dropped): the run's report and the live page show them."""
+        return None
+
     @property
     def stop_requested(self) -> bool:
         return False

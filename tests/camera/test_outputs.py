@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
     ("http://127.0.0.1:8080", "http", "127.0.0.1:8080"), ("http://0.0.0.0:9000/", "http", "0.0.0.0:9000"),
     ("http://:8081", "http", "127.0.0.1:8081"), ("http://@:8082", "http", "127.0.0.1:8082"),
     ("http://localhost", "http", "localhost:8080"),
+    ("mqtt://broker/edgekit/cam1", "mqtt", "mqtt://broker/edgekit/cam1"),
+    ("rtsp://@:8554/live", "rtsp", "rtsp://@:8554/live"), ("rtp://192.168.1.5:5000", "rtp", "rtp://192.168.1.5:5000"),
 ])
 def test_each_supported_output_is_recognised(uri, kind, target):
     spec = parse_output(uri)
@@ -49,16 +51,17 @@ def test_http_binds_localhost_unless_told_otherwise():
 
 
 BAD = {  # output -> what the one-line error must say
-    "rtsp://@:8554/live": "RTSP output is not supported yet",
-    "rtsp://admin:hunter2@cam/live": "RTSP output is not supported yet",
-    "rtp://192.168.1.5:5000": "RTP output is not supported yet",
+    "rtsp://admin:hunter2@cam/live": "write rtsp://@:8554/NAME",
+    "rtsp://@:8554": "write rtsp://@:8554/NAME",
+    "rtp://192.168.1.5": "write rtp://HOST:PORT",
     "webrtc://@:8554/output": "WebRTC output is not supported yet",
-    "mqtt://broker:1883/edgekit": "MQTT output is not supported yet: use - ",
+    "mqtt://broker:1883": "name the topic to publish to",
+    "mqtt://user:hunter2@broker/a/#": "'+' and '#' are wildcards",
     "https://0.0.0.0:8443": "plain HTTP",
     "foo://bar": "unknown scheme 'foo://'",
     "file:///tmp/x": "unknown scheme 'file://'",
-    "rtsp:/typo": "RTSP output is not supported yet",
-    "mqtt:broker": "MQTT output is not supported yet",
+    "rtsp:/typo": "write rtsp://@:8554/NAME (serve) or rtp://HOST:PORT",
+    "mqtt:broker": "write mqtt://HOST[:PORT]/TOPIC",
     "frames": "not an existing folder",
     "out.xyz": "unknown extension '.xyz'",
     "http://127.0.0.1:8080/live": "served at the root",
@@ -81,6 +84,8 @@ def test_duplicates_that_cannot_work_are_rejected():
         check_outputs(["-", "r.jsonl", "-"])
     with pytest.raises(EdgekitError, match="same port"):
         check_outputs(["http://:8080", "http://0.0.0.0:8080"])
+    with pytest.raises(EdgekitError, match="same port"):
+        check_outputs(["rtsp://@:8554/a", "rtsp://@:8554/b"])
 
 
 def test_cli_rejects_every_unsupported_output_with_exit_2_one_line_and_nothing_on_disk(tmp_path):
