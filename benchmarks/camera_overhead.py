@@ -10,8 +10,10 @@ each model's inference time as its runner measured it (around session.run only);
 inference: pre/post-processing, cropping, runner bookkeeping, sinks (and drawing, where an output needs it
 in the loop). Variants, interleaved in rounds on the same video: `bare` (no outputs: no drawing, no
 writing), `jsonl` (results file), `video` (mp4 + jsonl, no overlays), `video+draw` (mp4 + jsonl with
-overlays, drawn on the video writer's thread: the usual run). The first
---warmup frames of every run are dropped. The floor (issue #6): overhead <= 2 ms median at 640x480.
+overlays, drawn on the video writer's thread: the usual run), `bare+track` (no outputs, --track: ByteTrack
+ids), `bare+track+lines` (--track with a line across the middle and a zone over the left half: their counts
+too). The first --warmup frames of every run are dropped. The floor (issue #6): overhead <= 2 ms median at
+640x480; it holds with --track on (issue #14).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 FLOOR_MS = 2.0
-VARIANTS = ("bare", "jsonl", "video", "video+draw")
+VARIANTS = ("bare", "jsonl", "video", "video+draw", "bare+track", "bare+track+lines")
 DEFAULTS = {  # what `make demo` leaves: its test video and its two models
     "video": "runs/demo/data/digits-detect/video/digits.mp4",
     "detector": "runs/demo/models/digit_detector",
@@ -105,7 +107,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def run_variant(variant: str, args: argparse.Namespace, work: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from edgekit.camera.loop import CameraConfig, run_camera
 
-    outputs = {"bare": [], "jsonl": ["r.jsonl"], "video": ["o.mp4", "r.jsonl"], "video+draw": ["o.mp4", "r.jsonl"]}
+    outputs = {"bare": [], "jsonl": ["r.jsonl"], "video": ["o.mp4", "r.jsonl"], "video+draw": ["o.mp4", "r.jsonl"],
+               "bare+track": [], "bare+track+lines": []}
     if variant not in outputs:
         from edgekit.errors import unknown_choice
 
@@ -113,13 +116,28 @@ def run_variant(variant: str, args: argparse.Namespace, work: Path) -> tuple[lis
     records: list[dict[str, Any]] = []
     cfg = CameraConfig(input=args.video, output=[str(work / o) for o in outputs[variant]], detector=args.detector,
                        classifier=args.classifier, det_backend=args.backend, cls_backend=args.backend,
-                       headless=True, threads=args.threads, max_frames=args.max_frames, draw=variant != "video")
+                       headless=True, threads=args.threads, max_frames=args.max_frames, draw=variant != "video",
+                       **tracking_options(variant, args.video))
     report = run_camera(cfg, on_frame=lambda rec: records.append({**rec, "stages_ns": dict(rec["stages_ns"])}))
     jsonl = work / "r.jsonl"
     report["results_sha256"] = results_digest(jsonl) if jsonl.exists() else None
     for o in outputs[variant]:
         (work / o).unlink(missing_ok=True)
     return records, report
+
+
+def tracking_options(variant: str, video: str) -> dict[str, Any]:
+    """--track for the +track variants; +lines adds a line across the middle and a zone over the left half."""
+    if "+track" not in variant:
+        return {}
+    if not variant.endswith("+lines"):
+        return {"track": True}
+    import cv2
+
+    cap = cv2.VideoCapture(video)
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) or 640, int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) or 480
+    cap.release()
+    return {"track": True, "line": [f"0,{h // 2},{w},{h // 2}"], "zone": [f"0,0,{w // 2},0,{w // 2},{h},0,{h}"]}
 
 
 def results_digest(jsonl: Path) -> str:

@@ -136,15 +136,23 @@ class Tracker:
                 self.ids_seen = max(self.ids_seen, int(tid) + 1)
         if not (self.lines or self.zones):
             return None
-        self._count(out[out.tracker_id >= 0], names_by_id={v: k for k, v in self.names.items()})
+        self._count(out, names_by_id={v: k for k, v in self.names.items()})
         return self.counts()
 
-    def _count(self, tracked, names_by_id: dict[int, str]) -> None:
+    def _count(self, out, names_by_id: dict[int, str]) -> None:
         for line in self.lines:
-            line.trigger(tracked)
+            line.trigger(out)  # it skips unconfirmed tracks (tracker_id -1) itself
+        if not self.zones:
+            return
+        # a zone holds a confirmed track whose box's bottom centre falls on the zone's mask: PolygonZone.trigger's
+        # test with its default anchor, done here on the arrays (the library call cost about as much as tracking)
+        xy = out.xyxy.reshape(-1, 4)
+        ax, ay = np.rint((xy[:, 0] + xy[:, 2]) / 2).astype(np.int64), np.rint(xy[:, 3]).astype(np.int64)
         for k, zone in enumerate(self.zones):
-            inside = zone.trigger(tracked) if len(tracked) else np.zeros(0, bool)
-            now = {int(t): names_by_id[int(c)] for t, c, m in zip(tracked.tracker_id, tracked.class_id, inside) if m}
+            h, w = zone.mask.shape
+            ok = (out.tracker_id >= 0) & (ax >= 0) & (ay >= 0) & (ax < w) & (ay < h)
+            inside = ok & zone.mask[np.clip(ay, 0, h - 1), np.clip(ax, 0, w - 1)]
+            now = {int(t): names_by_id[int(c)] for t, c, m in zip(out.tracker_id, out.class_id, inside) if m}
             self.inside[k] = Counter(now.values())
             self.entered[k].update(c for t, c in now.items() if t not in self._in_zone[k])
             self._in_zone[k] = set(now)

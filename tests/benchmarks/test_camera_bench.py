@@ -106,10 +106,12 @@ def test_overhead_benchmark_end_to_end(tiny_video, tiny_yolo_dir, model_dir, tmp
     out = tmp_path / "camera_overhead.json"
     args = overhead.get_args_parser().parse_args(
         ["--video", str(tiny_video), "--detector", str(tiny_yolo_dir), "--classifier", str(model_dir), "--rounds", "2",
-         "--warmup", "2", "--variants", "bare,video+draw", "--out", str(out)])
+         "--warmup", "2", "--variants", "bare,video+draw,bare+track+lines", "--out", str(out)])
     assert overhead.main(args) == 0
     rep = json.loads(out.read_text())
-    assert set(rep["results"]) == {"bare", "video+draw"}
+    assert set(rep["results"]) == {"bare", "video+draw", "bare+track+lines"}
+    # the tracker's time is a stage of its own, inside the overhead, only where --track is on
+    assert [("track" in r["stages_p50_ms"]) for r in rep["results"].values()] == [False, False, True]
     for v, r in rep["results"].items():
         assert r["overhead_ms"]["n"] == 2 * (12 - 2)  # 2 rounds, warm-up dropped from each
         assert [run["frames"] for run in r["runs"]] == [12, 12]
