@@ -71,8 +71,8 @@ class CameraConfig:
     source_timeout: float = option(30.0, ge=0)  # end with an error after this many seconds without a frame (reconnects included); 0: never
     reconnects: int = option(10, ge=0)  # live sources: reconnect attempts in a row before giving up; 0: no limit
     track: bool = False  # stable object ids across frames (ByteTrack; needs --detector and the `track` extra)
-    line: list[str] = field(default_factory=list)  # x1,y1,x2,y2 in pixels: count tracked objects crossing it, in and out, per class; turns --track on (repeatable)
-    zone: list[str] = field(default_factory=list)  # x1,y1,x2,y2,x3,y3,... in pixels: count tracked objects inside this polygon, per class; turns --track on (repeatable)
+    line: list[str] = field(default_factory=list)  # x1,y1,x2,y2 in pixels: count tracked objects crossing it, in and out, per class; turns --track on
+    zone: list[str] = field(default_factory=list)  # x1,y1,x2,y2,x3,y3,... in pixels: count tracked objects inside this polygon, per class; turns --track on
     track_conf: float = option(0.5, gt=0, le=1)  # tracking: detections at or above start tracks and are matched first (ByteTrack's high threshold); lower ones only continue tracks
 
     def validate(self) -> None:

@@ -45,6 +45,8 @@ def test_overhead_is_frame_minus_both_models_after_warmup():
     assert s["infer_ms"]["p50_ms"] == pytest.approx(9.0) and s["det_infer_ms"]["p50_ms"] == pytest.approx(8.0)
     assert s["stages_p50_ms"]["capture"] == pytest.approx(0.7)
     assert s["objects_mean"] == 2
+    # the parts of a frame that are not inference add up to its overhead: here every frame has the same parts
+    assert s["overhead_from_stage_p50s_ms"] == pytest.approx(s["overhead_ms"]["p50_ms"])
 
 
 def test_stages_a_frame_did_not_run_count_only_where_they_ran():

@@ -198,3 +198,38 @@ def test_camera_track_through_a_real_detector(short_clip, tiny_yolo_dir, tmp_pat
     report = json.loads((tmp_path / "rep.json").read_text())
     assert report["tracking"]["ids"] == max(ids) + 1 and "track" in report["stages_ms"]
     assert report["tracking"]["zones"] == rows[-1]["counts"]["zones"]
+
+
+def test_ids_and_counts_reach_the_live_page_stats():
+    from edgekit.camera.http_view import PAGE, HttpViewSink
+
+    counts = {"lines": [{"line": [0, 5, 10, 5], "in": {"7": 2}, "out": {}}], "zones": []}
+    sink = HttpViewSink(port=0).start()
+    try:
+        sink.write(np.zeros((48, 64, 3), np.uint8), {"frame": 0, "objects": [
+            {**_obj([1, 1, 5, 5]), "track_id": 5}, {**_obj([9, 9, 15, 15]), "track_id": 3},
+            {**_obj([20, 20, 30, 30]), "track_id": None}], "counts": counts})
+        s = sink.stats()
+    finally:
+        sink.close()
+    assert s["track_ids"] == [3, 5] and s["counts"] == counts and 'id="counts"' in PAGE
+
+
+def test_overlay_shows_track_ids_and_the_lines_and_zones():
+    import cv2
+
+    from edgekit.vision.draw import FONT, LINE_COLOUR, SCALE, ZONE_COLOUR, color, draw_counts, draw_objects
+
+    got, want = np.zeros((120, 160, 3), np.uint8), np.zeros((120, 160, 3), np.uint8)
+    draw_objects(got, [{**_obj([40, 50, 80, 90]), "track_id": 7}])
+    (tw, th), _ = cv2.getTextSize("#7 digit 0.90", FONT, SCALE, 1)  # the id first, the box in the id's colour
+    cv2.rectangle(want, (40, 50), (80, 90), color(7), 2)
+    cv2.rectangle(want, (40, 46 - th - 3), (40 + tw + 2, 46 + 3), color(7), -1)
+    cv2.putText(want, "#7 digit 0.90", (41, 46), FONT, SCALE, (255, 255, 255), 1, cv2.LINE_AA)
+    assert np.array_equal(got, want)
+    frame = np.zeros((120, 160, 3), np.uint8)
+    draw_counts(frame, None)
+    assert not frame.any()
+    draw_counts(frame, {"lines": [{"line": [0, 100, 159, 100], "in": {"7": 1}, "out": {}}],
+                        "zones": [{"zone": [[10, 10], [60, 10], [60, 40]], "inside": {}, "entered": {}}]})
+    assert tuple(frame[100, 5]) == LINE_COLOUR and tuple(frame[25, 60]) == ZONE_COLOUR
