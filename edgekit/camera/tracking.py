@@ -12,7 +12,11 @@ extra), so the loop without it pays nothing.
 
 The class an object is counted under is what the loop called it: the classifier's label, else the
 detector's class (edgekit.camera.accuracy.label_of). Tracks are class-agnostic (ByteTrack matches boxes):
-an object whose label flickers keeps its id and is counted under the label it had when it crossed."""
+an object whose label flickers keeps its id and is counted under the label it had when it crossed.
+
+Cost: the loop's `track` stage, p50 1.25 ms (tracking) and 1.8 ms (with a line and a zone) with 4-8 digits a
+frame on a shared, loaded 2-core EPYC (benchmarks/results/camera_overhead_track.json); nearly all of it is
+the library's per-track Kalman filter and matching in numpy."""
 from __future__ import annotations
 
 import re

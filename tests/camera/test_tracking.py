@@ -233,3 +233,10 @@ def test_overlay_shows_track_ids_and_the_lines_and_zones():
     draw_counts(frame, {"lines": [{"line": [0, 100, 159, 100], "in": {"7": 1}, "out": {}}],
                         "zones": [{"zone": [[10, 10], [60, 10], [60, 40]], "inside": {}, "entered": {}}]})
     assert tuple(frame[100, 5]) == LINE_COLOUR and tuple(frame[25, 60]) == ZONE_COLOUR
+
+
+def test_without_the_track_extra_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "trackers", None)  # as if not installed: importing it raises ImportError
+    with pytest.raises(EdgekitError, match=r"--track needs trackers: install the tracking extra: pip install "
+                                           r"'edgekit\[track\]'"):
+        Tracker(["0,1,2,3"])
