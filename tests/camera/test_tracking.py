@@ -240,3 +240,21 @@ def test_without_the_track_extra_the_error_says_what_to_install(monkeypatch):
     with pytest.raises(EdgekitError, match=r"--track needs trackers: install the tracking extra: pip install "
                                            r"'edgekit\[track\]'"):
         Tracker(["0,1,2,3"])
+
+
+def test_tracking_quality_benchmark_end_to_end(short_clip, tmp_path):
+    """benchmarks/tracking_quality.py on the short clip, one seed: every setting scored, the update timed, the
+    floor's verdict and the machine recorded."""
+    pytest.importorskip("motmetrics", reason="the dev extra")
+    from repo_files import load_script
+
+    bench = load_script("benchmarks", "tracking_quality")
+    out = tmp_path / "tq.json"
+    rc = bench.main(bench.get_args_parser().parse_args(["--video-dir", str(short_clip), "--seeds", "1",
+                                                        "--out", str(out)]))
+    rep = json.loads(out.read_text())
+    assert rc == (0 if rep["floor_met"] else 1) and set(rep["simulated"]) == set(bench.SETTINGS)
+    assert rep["video"] == {"dir": str(short_clip), "frames": 150, "size": [320, 240], "fps": 25.0, "digits": 12}
+    test_setting = rep["simulated"][bench.FLOOR["setting"]]["runs"][0]
+    assert test_setting["kept_one_id_fraction"] >= FLOOR["kept_one_id_fraction"]  # the same run as the test above
+    assert rep["update_ms"]["track"]["n"] > 0 and rep["real_detector"] is None and rep["machine"]["cpu"]
