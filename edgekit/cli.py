@@ -262,6 +262,10 @@ def cmd_camera(args: argparse.Namespace) -> int:
         print(accuracy_line(r["accuracy"]), file=out)
     if "same_as" in r:
         print(same_as_line(r["same_as"]), file=out)
+    if "tracking" in r:
+        from edgekit.camera.tracking import counts_line
+
+        print(counts_line(r["tracking"]), file=out)
     return 0
 
 

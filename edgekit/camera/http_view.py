@@ -191,6 +191,8 @@ class HttpViewSink(Sink):
             "frames": self.frames, "frame": rec.get("frame"), "time": (rec.get("time") or {}).get("utc"),
             "source": rec.get("source"), "objects": len(objects),
             "classes": dict(Counter(label_of(o) for o in objects).most_common()),
+            "track_ids": sorted(o["track_id"] for o in objects if o.get("track_id") is not None),  # --track
+            "counts": rec.get("counts"),  # --line / --zone: per line in/out, per zone inside/entered, per class
             "stages_p50_ms": {k: round(statistics.median(v) / 1e6, 3) for k, v in stages.items()},
             "jpeg_p50_ms": round(statistics.median(self._encode_ns) / 1e6, 3) if self._encode_ns else None,
             "rss_mb": round(rss_mb(), 1), "nvmap_mb": _round(nvmap_mb()),  # NvMap: Jetson only, else null
@@ -322,6 +324,8 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 <main><div id="view"><img id="stream" alt="live stream (loading)"></div>
 <aside><table><thead><tr><th>class</th><th>count</th></tr></thead><tbody id="classes"></tbody></table>
 <table><thead><tr><th>stage</th><th>p50 ms</th></tr></thead><tbody id="stages"></tbody></table>
+<table id="counts-table" hidden><thead><tr><th>counted</th><th>per class</th></tr></thead><tbody id="counts">
+</tbody></table>
 <div id="note" class="muted"></div></aside></main>
 <script>
 function rows(id, obj, fmt) {
@@ -335,12 +339,20 @@ async function tick() {
   try {
     const s = await (await fetch("/stats", {cache: "no-store"})).json();
     document.getElementById("fps").textContent = s.fps.toFixed(1) + " FPS";
-    document.getElementById("objs").textContent = s.objects + " objects, frame " + s.frame;
+    document.getElementById("objs").textContent = s.objects + " objects" +
+      (s.track_ids.length ? " (ids " + s.track_ids.join(" ") + ")" : "") + ", frame " + s.frame;
     document.getElementById("rss").textContent = "RSS " + s.rss_mb.toFixed(0) + " MB" +
       (s.nvmap_mb === null ? "" : ", NvMap " + s.nvmap_mb.toFixed(0) + " MB");
     document.getElementById("src").textContent = s.source || "";
     rows("classes", s.classes, v => v);
     rows("stages", s.stages_p50_ms, v => v.toFixed(2));
+    const per = d => Object.entries(d).map(([k, v]) => k + ": " + v).join(", ") || "0", c = {};
+    (s.counts ? s.counts.lines : []).forEach((l, i) => { c["line " + (i + 1) + " in"] = per(l.in);
+      c["line " + (i + 1) + " out"] = per(l.out); });
+    (s.counts ? s.counts.zones : []).forEach((z, i) => { c["zone " + (i + 1) + " inside"] = per(z.inside);
+      c["zone " + (i + 1) + " entered"] = per(z.entered); });
+    document.getElementById("counts-table").hidden = !s.counts;
+    rows("counts", c, v => v);
     document.getElementById("note").textContent =
       s.viewers + "/" + s.max_viewers + " viewers; JPEG " + (s.jpeg_p50_ms ?? "-") + " ms";
   } catch (e) {

@@ -28,13 +28,14 @@ from edgekit.camera.outputs import check_outputs, open_output
 from edgekit.camera.records import RecordMaker
 from edgekit.camera.sinks import Sink, check_writable
 from edgekit.camera.sources import CaptureOptions, FrameSource, RepeatLog, redact
+from edgekit.camera.tracking import check_tracking, tracker_for
 from edgekit.configs import check_config, option
 from edgekit.errors import EdgekitError
 from edgekit.manifest import BACKENDS, PRECISIONS
 from edgekit.fileio import atomic_write_json
 from edgekit.profile.memory import peak_rss_mb, rss_mb
 from edgekit.profile.timer import LatencyStats, Timer
-from edgekit.vision.draw import draw_hud, draw_objects
+from edgekit.vision.draw import draw_counts, draw_hud, draw_objects
 from edgekit.vision.preprocess import to_bgr
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,14 @@ class CameraConfig:
     http_viewers: int = option(4, ge=1, le=64)  # live view (http:// output): most streams at once; more get HTTP 503
     source_timeout: float = option(30.0, ge=0)  # end with an error after this many seconds without a frame (reconnects included); 0: never
     reconnects: int = option(10, ge=0)  # live sources: reconnect attempts in a row before giving up; 0: no limit
+    track: bool = False  # stable object ids across frames (ByteTrack; needs --detector and the `track` extra)
+    line: list[str] = field(default_factory=list)  # x1,y1,x2,y2 in pixels: count tracked objects crossing it, in and out, per class; turns --track on
+    zone: list[str] = field(default_factory=list)  # x1,y1,x2,y2,x3,y3,... in pixels: count tracked objects inside this polygon, per class; turns --track on
+    track_conf: float = option(0.5, gt=0, le=1)  # tracking: detections at or above start tracks and are matched first (ByteTrack's high threshold); lower ones only continue tracks
 
     def validate(self) -> None:
         check_config(self)  # the ranges declared beside each field
+        check_tracking(self)  # --line / --zone values, and a detector to track
 
 
 def open_runner(model_dir: str, backend: str, precision: str, device: str, threads: int):
@@ -123,6 +129,7 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
                                              loop=cfg.loop, no_frame_seconds=cfg.source_timeout,
                                              max_reconnects=cfg.reconnects)
     runners = []
+    tracker = None
     source = FrameSource(cfg.input, opts)
     sinks: list[Sink] = []
     stop = threading.Event()
@@ -146,6 +153,7 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
             cfg = replace(cfg, **asdict(post))  # the report's config: what ran, not None for "the model's"
         make_record = RecordMaker(source.name, det, cls)
         source.open()
+        tracker = tracker_for(cfg, source.fps)  # None unless --track, --line or --zone
         for spec in specs:  # one at a time: those opened before a failing one are still closed below
             sinks.append(open_output(spec, source.fps, max_viewers=cfg.http_viewers,
                                      frame_stages=lambda: timer.frame_ns, outputs=sinks))
@@ -168,15 +176,20 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
             t_frame = time.perf_counter_ns()
             frame = _normalise(frame)
             objects = pipeline(frame, timer)
+            counts = None
+            if tracker is not None:
+                with timer("track"):
+                    counts = tracker.update(objects)  # sets each object's track_id; line/zone counts or None
             overlay = None
             if draw_here:
                 with timer("draw"):
                     draw_objects(frame, objects)
+                    draw_counts(frame, counts)
                     draw_hud(frame, fps_ema, _last_ms(timer))
             elif draw_later:
-                overlay = partial(_overlay, objects=objects, fps=fps_ema, stage_ms=_last_ms(timer))
+                overlay = partial(_overlay, objects=objects, fps=fps_ema, stage_ms=_last_ms(timer), counts=counts)
             with timer("write"):
-                record = make_record(frames, objects, captured)
+                record = make_record(frames, objects, captured, counts)
                 for s in sinks:
                     s.write(frame, record, overlay if s.draws_later else None)
             scored.add(record)
@@ -201,14 +214,14 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
         signals.finishing = True  # from here on, Ctrl-C cannot cut the outputs or the report short
         try:
             result = _finish(cfg, source, sinks, runners, timer, frames, time.perf_counter() - t_start, rss,
-                             stop.is_set(), outputs, scored, error)
+                             stop.is_set(), outputs, scored, error, tracker)
         finally:
             signals.restore()
     return result
 
 
 def _finish(cfg, source, sinks, runners, timer, frames, seconds, rss, interrupted, outputs, scored,
-            error) -> dict[str, Any]:
+            error, tracker=None) -> dict[str, Any]:
     """Close everything (each close is tried even when another fails), then build and write the report. The
     first error wins: an error while closing is raised only when the run itself had none."""
     close_error: EdgekitError | None = None
@@ -227,6 +240,8 @@ def _finish(cfg, source, sinks, runners, timer, frames, seconds, rss, interrupte
     if summaries:  # outputs that count what they sent and dropped (mqtt://)
         result["outputs_stats"] = summaries
     result.update(scored.results(cfg.same_as))
+    if tracker is not None:
+        result["tracking"] = tracker.report()
     if cfg.report:
         try:
             atomic_write_json(cfg.report, result)
@@ -302,8 +317,10 @@ def _normalise(frame: np.ndarray) -> np.ndarray:
     return to_bgr(frame) if frame.ndim != 3 or frame.shape[2] != 3 else frame
 
 
-def _overlay(frame: np.ndarray, *, objects: list[dict[str, Any]], fps: float, stage_ms: dict[str, float]) -> None:
+def _overlay(frame: np.ndarray, *, objects: list[dict[str, Any]], fps: float, stage_ms: dict[str, float],
+             counts: dict[str, Any] | None = None) -> None:
     draw_objects(frame, objects)
+    draw_counts(frame, counts)
     draw_hud(frame, fps, stage_ms)
 
 

@@ -9,7 +9,12 @@ meaning or is removed (adding an optional field does not).
      "models": {"detector": {"name": "digit_detector", "backend": "onnxrt", "precision": "fp32"},
                 "classifier": {"name": "digits", "backend": "onnxrt", "precision": "int8"}},
      "objects": [{"box": [12.0, 30.5, 60.0, 96.0], "det_id": 0, "det_class": "digit", "det_score": 0.91,
-                  "track_id": null, "label_id": 7, "label": "7", "label_score": 0.98}]}
+                  "track_id": 12, "label_id": 7, "label": "7", "label_score": 0.98}],
+     "counts": {"lines": [{"line": [0, 240, 640, 240], "in": {"7": 3}, "out": {}}],
+                "zones": [{"zone": [[0, 0], [320, 0], [320, 240]], "inside": {"7": 1}, "entered": {"7": 2}}]}}
+
+`track_id` is null without --track, and on an object's first frame (ByteTrack confirms a track on its second).
+`counts` is there only with --line or --zone: totals since the start of the run, per class.
 
 No detector: `models.detector` is null and `objects` holds one object, the whole frame (box = the frame,
 det_class "frame", det_score 1), carrying the classifier's label. Standard library only."""
@@ -67,9 +72,13 @@ class RecordMaker:
         """(monotonic ns, wall-clock ns), read together: the capture time of the frame just received."""
         return time.monotonic_ns(), time.time_ns()
 
-    def __call__(self, frame: int, objects: list[dict[str, Any]], captured: tuple[int, int]) -> dict[str, Any]:
+    def __call__(self, frame: int, objects: list[dict[str, Any]], captured: tuple[int, int],
+                 counts: dict[str, Any] | None = None) -> dict[str, Any]:
         for o in objects:
-            o.setdefault("track_id", None)  # no tracker yet: the field exists so consumers need not change
-        return {"schema_version": SCHEMA_VERSION, "frame": frame,
-                "time": {"monotonic_ns": captured[0], "utc": utc_iso(captured[1])},
-                "source": self.source, "models": self.models, "objects": objects}
+            o.setdefault("track_id", None)  # without --track the field still exists, so consumers need not change
+        record = {"schema_version": SCHEMA_VERSION, "frame": frame,
+                  "time": {"monotonic_ns": captured[0], "utc": utc_iso(captured[1])},
+                  "source": self.source, "models": self.models, "objects": objects}
+        if counts is not None:
+            record["counts"] = counts
+        return record

@@ -42,15 +42,19 @@ def text_width(text: str) -> int:
 
 
 def draw_objects(frame: np.ndarray, objects: list[dict]) -> None:
-    """Each object: box [x1,y1,x2,y2], det_class, det_score, and optionally label, label_score. The label sits on
-    a filled tab of the box's colour above the box (below it when the box touches the top edge)."""
+    """Each object: box [x1,y1,x2,y2], det_class, det_score, and optionally label, label_score, track_id. The label
+    sits on a filled tab of the box's colour above the box (below it when the box touches the top edge). A
+    tracked object is coloured by its id and its label starts with #id, so an id switch shows as a new colour."""
     for o in objects:
         x1, y1, x2, y2 = (int(round(v)) for v in o["box"])
-        c = color(o.get("label_id", o.get("det_id", 0)))
+        tid = o.get("track_id")
+        c = color(o.get("label_id", o.get("det_id", 0)) if tid is None else tid)
         cv2.rectangle(frame, (x1, y1), (x2, y2), c, 2)
         text = f"{o['det_class']} {o['det_score']:.2f}"
         if "label" in o:
             text = f"{o['label']} {o['label_score']:.2f} | " + text
+        if tid is not None:
+            text = f"#{tid} " + text
         th = text_height()
         ty = y1 - 4 if y1 - th - 6 >= 0 else y2 + th + 4
         cv2.rectangle(frame, (x1, ty - th - 3), (x1 + text_width(text) + 2, ty + 3), c, -1)
@@ -77,3 +81,33 @@ def draw_hud(frame: np.ndarray, fps: float, stage_ms: dict[str, float]) -> None:
     np.right_shift(panel, 1, out=panel)
     for i, line in enumerate(hud_lines(fps, stage_ms)):
         cv2.putText(frame, line, (HUD_X, HUD_Y + HUD_DY * i), FONT, SCALE, WHITE, 1, cv2.LINE_AA)
+
+
+LINE_COLOUR, ZONE_COLOUR = (0, 255, 255), (255, 128, 0)  # BGR: yellow lines, blue zones
+
+
+def _per_class(d: dict[str, int]) -> str:
+    return " ".join(f"{k}:{v}" for k, v in sorted(d.items())) if d else "0"
+
+
+def draw_counts(frame: np.ndarray, counts: dict | None) -> None:
+    """--line / --zone (edgekit.camera.tracking): each line with its in/out counts at its middle, each zone's
+    outline with its inside count at its first corner. Nothing when `counts` is None."""
+    if not counts:
+        return
+    for ln in counts.get("lines", ()):
+        x1, y1, x2, y2 = (int(round(v)) for v in ln["line"])
+        cv2.line(frame, (x1, y1), (x2, y2), LINE_COLOUR, 2, cv2.LINE_AA)
+        _tag(frame, f"in {_per_class(ln['in'])} out {_per_class(ln['out'])}", ((x1 + x2) // 2, (y1 + y2) // 2),
+             LINE_COLOUR)
+    for z in counts.get("zones", ()):
+        pts = np.round(np.asarray(z["zone"], np.float64)).astype(np.int32).reshape(-1, 1, 2)
+        cv2.polylines(frame, [pts], True, ZONE_COLOUR, 2, cv2.LINE_AA)
+        _tag(frame, f"inside {_per_class(z['inside'])}", (int(pts[0, 0, 0]), int(pts[0, 0, 1])), ZONE_COLOUR)
+
+
+def _tag(frame: np.ndarray, text: str, xy: tuple[int, int], c: tuple[int, int, int]) -> None:
+    x, y = xy
+    th = text_height()
+    cv2.rectangle(frame, (x, y - th - 3), (x + text_width(text) + 2, y + 3), c, -1)
+    cv2.putText(frame, text, (x + 1, y), FONT, SCALE, (0, 0, 0), 1, cv2.LINE_AA)

@@ -45,6 +45,8 @@ def test_overhead_is_frame_minus_both_models_after_warmup():
     assert s["infer_ms"]["p50_ms"] == pytest.approx(9.0) and s["det_infer_ms"]["p50_ms"] == pytest.approx(8.0)
     assert s["stages_p50_ms"]["capture"] == pytest.approx(0.7)
     assert s["objects_mean"] == 2
+    # the parts of a frame that are not inference add up to its overhead: here every frame has the same parts
+    assert s["overhead_from_stage_p50s_ms"] == pytest.approx(s["overhead_ms"]["p50_ms"])
 
 
 def test_stages_a_frame_did_not_run_count_only_where_they_ran():
@@ -106,10 +108,12 @@ def test_overhead_benchmark_end_to_end(tiny_video, tiny_yolo_dir, model_dir, tmp
     out = tmp_path / "camera_overhead.json"
     args = overhead.get_args_parser().parse_args(
         ["--video", str(tiny_video), "--detector", str(tiny_yolo_dir), "--classifier", str(model_dir), "--rounds", "2",
-         "--warmup", "2", "--variants", "bare,video+draw", "--out", str(out)])
+         "--warmup", "2", "--variants", "bare,video+draw,bare+track+lines", "--out", str(out)])
     assert overhead.main(args) == 0
     rep = json.loads(out.read_text())
-    assert set(rep["results"]) == {"bare", "video+draw"}
+    assert set(rep["results"]) == {"bare", "video+draw", "bare+track+lines"}
+    # the tracker's time is a stage of its own, inside the overhead, only where --track is on
+    assert [("track" in r["stages_p50_ms"]) for r in rep["results"].values()] == [False, False, True]
     for v, r in rep["results"].items():
         assert r["overhead_ms"]["n"] == 2 * (12 - 2)  # 2 rounds, warm-up dropped from each
         assert [run["frames"] for run in r["runs"]] == [12, 12]
