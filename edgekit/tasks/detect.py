@@ -15,21 +15,26 @@ from typing import Any
 import numpy as np
 
 from edgekit.compare import compare_logits
-from edgekit.data.yolo import (dataset_yaml_for, detection_calibration_paths, detection_inputs, detection_train_split,
-                               load_split, read_dataset_yaml)
 from edgekit.tasks.base import Post, Pre, Task
-from edgekit.vision.detect import LetterboxInput, letterbox, postprocess, to_input
-from edgekit.vision.map import compare_detections, detection_agreement, detection_metric
 
 DETECT_CONF, DETECT_IOU = 0.25, 0.45  # end-to-end postprocess thresholds: edgekit camera's defaults
-# Agreement with FP32: mAP50-95 of the boxes scored against FP32's own (conf >= 0.25) boxes, where IoU 0.95
-# counts too, so a faithful INT8 model scores well below 1. Measured on the demo's YOLOv8s@320 (AVX2 CPU): 0.86
-# with 7-bit weights (mAP50-95 -0.7 points) vs 0.64 with saturating 8-bit ones (-10.45 points). TensorRT engines
-# are held to the same INT8 minimum, and FP32 / FP16 ones to 0.99 / 0.95 (not yet measured on a Jetson).
-INT8_MIN_AGREEMENT = 0.7
+
+
+def _metric(outputs: np.ndarray, targets: np.ndarray) -> dict:
+    from edgekit.vision.map import detection_metric
+
+    return detection_metric(outputs, targets)
+
+
+def _agreement(ref: np.ndarray, out: np.ndarray) -> float:
+    from edgekit.vision.map import detection_agreement
+
+    return detection_agreement(ref, out)
 
 
 def _parity(ref: np.ndarray, out: np.ndarray) -> dict:
+    from edgekit.vision.map import compare_detections, detection_agreement
+
     raw = {k: v for k, v in compare_logits(ref, out).items() if k != "top1_agreement"}
     det = compare_detections(ref, out)
     det.pop("detections_per_image")
@@ -39,10 +44,14 @@ def _parity(ref: np.ndarray, out: np.ndarray) -> dict:
 
 
 def _heldout(manifest, data, limit):
+    from edgekit.data.yolo import detection_inputs
+
     return detection_inputs(manifest, data, split="val", limit=limit)
 
 
 def _calibration(manifest, data, n, minimum, seed, n_tune):
+    from edgekit.data.yolo import detection_train_split
+
     return detection_train_split(manifest, data, n=n, minimum=minimum, seed=seed, n_tune=n_tune)
 
 
@@ -71,37 +80,51 @@ def head_float_nodes(model) -> list[str]:
 
 def _inputs(manifest, images: list[np.ndarray]) -> np.ndarray:
     """Letterboxed to the input's H x W, RGB / 255: the floats of the camera loop's LetterboxInput."""
+    from edgekit.vision.detect import letterbox, to_input
+
     hw = tuple(int(d) for d in manifest.input.shape[2:4])
     return np.concatenate([to_input(letterbox(img, hw)[0]) for img in images])
 
 
 def _calibration_paths(manifest, data, n: int, seed: int) -> tuple[list[Path], str]:
+    from edgekit.data.yolo import detection_calibration_paths
+
     return detection_calibration_paths(manifest, data, n=n, seed=seed)
 
 
 def _images(manifest, data, n: int) -> list[np.ndarray]:
+    from edgekit.data.yolo import dataset_yaml_for, load_split, read_dataset_yaml
+
     ds = load_split(read_dataset_yaml(dataset_yaml_for(manifest, data or None)), "val", limit=n)
     return [ds.image(i) for i in range(len(ds))]
 
 
 def _pipeline(manifest) -> tuple[Pre, Post]:
-    pre = LetterboxInput(tuple(int(d) for d in manifest.input.shape[2:4]))
+    from edgekit.vision.detect import LetterboxInput, postprocess
+
+    letterbox = LetterboxInput(tuple(int(d) for d in manifest.input.shape[2:4]))
 
     def post(pred: np.ndarray, lb: Any) -> Any:
         return postprocess(pred, lb, conf=DETECT_CONF, iou=DETECT_IOU)
 
-    return pre, post
+    return letterbox, post
 
+
+# Agreement with FP32: mAP50-95 of the boxes scored against FP32's own (conf >= 0.25) boxes, where IoU 0.95
+# counts too, so a faithful INT8 model scores well below 1. Measured on the demo's YOLOv8s@320 (AVX2 CPU): 0.86
+# with 7-bit weights (mAP50-95 -0.7 points) vs 0.64 with saturating 8-bit ones (-10.45 points). TensorRT engines
+# are held to the same INT8 minimum, and FP32 / FP16 ones to 0.99 / 0.95 (not yet measured on a Jetson).
+INT8_MIN_AGREEMENT = 0.7
 
 DETECT = Task(
-    "detect", detection_metric, detection_agreement, "mAP50-95 against FP32's detections", _parity, _heldout, _calibration,
+    "detect", _metric, _agreement, "mAP50-95 against FP32's detections", _parity, _heldout, _calibration,
     head_float_nodes,
     inputs=_inputs, input_fields=("shape", "layout", "color", "resize_mode", "scale", "mean", "std"),
     calibration_paths=_calibration_paths, framework="ultralytics", dynamic_batch=False,
     int8_min_agreement=INT8_MIN_AGREEMENT, trt_min_agreement={"fp32": 0.99, "fp16": 0.95, "int8": INT8_MIN_AGREEMENT},
-    metric_label="mAP50-95", agreement_label="box agreement", agreement_key="detections_agreement",
     agreement_note=" (same count and classes, every box at IoU >= 0.99 with its twin, predict thresholds; mAP_vs_ref "
                    "scores the detections against the reference's own)",
+    metric_label="mAP50-95", agreement_label="box agreement", agreement_key="detections_agreement",
     e2e_what=f"letterbox, infer, decode + NMS (conf {DETECT_CONF}, IoU {DETECT_IOU}) + boxes back to the source image",
     columns=(("mAP50-95", "accuracy", "value"), ("mAP50", "accuracy", "mAP50"), ("max_rel_err", "parity", "max_rel"),
              ("box_agreement", "parity", "detections_agreement"), ("min_box_iou", "parity", "min_box_iou"),
