@@ -133,10 +133,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         art = engine_from_onnx(args.model_dir, cfgs["trt"])
         dev = (art.built_on.get("device") or {}).get("name", "?")
-        agree = art.parity.get("top1_agreement")
+        agree = art.parity.get("agreement")  # the task's: top-1, or a detector's boxes
         print(f"wrote {args.model_dir}/{art.path}: TensorRT {art.built_on.get('tensorrt')} on {dev}, built "
               f"{art.precision} (asked {art.options.get('requested_precision')})"
-              + (f"; top-1 agreement with ONNX Runtime {agree:.2%}" if agree is not None else ""))
+              + (f"; agreement with ONNX Runtime ({art.parity.get('agreement_kind')}) {agree:.2%}"
+                 if agree is not None else ""))
         return 0
 
     precision = getattr(args, "precision", "fp32")

@@ -29,7 +29,7 @@ from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_path
 from edgekit.manifest import Artifact, Manifest, TensorSpec
 from edgekit.platform import machine_summary
-from edgekit.tasks import Task, require_framework, tasks_of
+from edgekit.tasks import require_framework, task_for, tasks_of
 from edgekit.zoo import ultralytics_env  # here for the callers that import it from this module
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def onnx_from_yolo(model_dir: str | Path, cfg: YoloExportConfig | None = None) -
         parity = parity_check(pt, onnx_file, images, manifest.input.shape[2:4], cfg) if cfg.parity_images else {}
         with atomic_path(dest) as tmp:
             shutil.copyfile(onnx_file, tmp)
-            accuracy = _accuracy(manifest, task, tmp, cfg)
+            accuracy = _accuracy(manifest, tmp, cfg)
     graph = onnx.load(str(dest))
     outs = _output_shapes(graph)
     head = task.float_nodes(graph)
@@ -225,10 +225,12 @@ def parity_check(pt: str | Path, onnx_file: str | Path, images: list[np.ndarray]
     return result
 
 
-def _accuracy(manifest: Manifest, task: Task, onnx_file: Path, cfg: YoloExportConfig) -> dict:
-    """edgekit's mAP of the ONNX file on the held-out split (empty when the dataset is not here)."""
+def _accuracy(manifest: Manifest, onnx_file: Path, cfg: YoloExportConfig) -> dict:
+    """edgekit's mAP of the ONNX file on the held-out split (empty when the dataset is not here), by the task's
+    held-out inputs and metric (asked here: what the manifest says of the file's outputs is settled by now)."""
     from edgekit.export.accuracy import evaluate
 
+    task = task_for(manifest)
     try:
         held = task.heldout(manifest, cfg.data, cfg.eval_images)
     except EdgekitError as e:

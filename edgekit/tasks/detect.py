@@ -15,11 +15,9 @@ from typing import Any
 import numpy as np
 
 from edgekit.compare import compare_logits
-from edgekit.data.yolo import (dataset_yaml_for, detection_calibration_paths, detection_inputs, detection_train_split,
-                               load_split, read_dataset_yaml)
 from edgekit.tasks.base import Post, Pre, Task
 from edgekit.vision.decoders import resolve_decoder
-from edgekit.vision.detect import LetterboxInput, letterbox, postprocess, to_input
+from edgekit.vision.detect import LetterboxInput, postprocess
 from edgekit.vision.map import compare_detections, detection_agreement, detection_metric
 
 # Agreement with FP32: mAP50-95 of the boxes scored against FP32's own (conf >= 0.25) boxes, where IoU 0.95
@@ -39,10 +37,14 @@ def _parity(ref: np.ndarray, out: np.ndarray, decoder="yolov8") -> dict:
 
 
 def _heldout(manifest, data, limit):
+    from edgekit.data.yolo import detection_inputs
+
     return detection_inputs(manifest, data, split="val", limit=limit)
 
 
 def _calibration(manifest, data, n, minimum, seed, n_tune):
+    from edgekit.data.yolo import detection_train_split
+
     return detection_train_split(manifest, data, n=n, minimum=minimum, seed=seed, n_tune=n_tune)
 
 
@@ -71,15 +73,21 @@ def head_float_nodes(model) -> list[str]:
 
 def _inputs(manifest, images: list[np.ndarray]) -> np.ndarray:
     """Letterboxed to the input's H x W, RGB / 255: the floats of the camera loop's LetterboxInput."""
+    from edgekit.vision.detect import letterbox, to_input
+
     hw = tuple(int(d) for d in manifest.input.shape[2:4])
     return np.concatenate([to_input(letterbox(img, hw)[0]) for img in images])
 
 
 def _calibration_paths(manifest, data, n: int, seed: int) -> tuple[list[Path], str]:
+    from edgekit.data.yolo import detection_calibration_paths
+
     return detection_calibration_paths(manifest, data, n=n, seed=seed)
 
 
 def _images(manifest, data, n: int) -> list[np.ndarray]:
+    from edgekit.data.yolo import dataset_yaml_for, load_split, read_dataset_yaml
+
     ds = load_split(read_dataset_yaml(dataset_yaml_for(manifest, data or None)), "val", limit=n)
     return [ds.image(i) for i in range(len(ds))]
 
@@ -101,11 +109,11 @@ DETECT = Task(
     inputs=_inputs, input_fields=("shape", "layout", "color", "resize_mode", "scale", "mean", "std"),
     calibration_paths=_calibration_paths, framework="ultralytics", dynamic_batch=False,
     int8_min_agreement=INT8_MIN_AGREEMENT, trt_min_agreement={"fp32": 0.99, "fp16": 0.95, "int8": INT8_MIN_AGREEMENT},
-    metric_label="mAP50-95", agreement_label="box agreement", agreement_key="detections_agreement",
     agreement_note=" (same count and classes, every box at IoU >= 0.99 with its twin, predict thresholds; mAP_vs_ref "
                    "scores the detections against the reference's own)",
     e2e_what="letterbox, infer, decode + NMS (the model's conf / IoU / max_det, as the camera) + boxes back to the "
              "source image",
+    metric_label="mAP50-95", agreement_label="box agreement", agreement_key="detections_agreement",
     columns=(("mAP50-95", "accuracy", "value"), ("mAP50", "accuracy", "mAP50"), ("max_rel_err", "parity", "max_rel"),
              ("box_agreement", "parity", "detections_agreement"), ("min_box_iou", "parity", "min_box_iou"),
              ("mAP_vs_ref", "parity", "agreement")),

@@ -474,3 +474,21 @@ def test_detector_engine_whose_boxes_moved_is_refused_on_box_parity(tiny_yolo_di
     with pytest.raises(EdgekitError, match=r"the fp16 engine disagrees with ONNX Runtime: mAP50-95 against FP32's "
                                            r"detections \d+\.\d+% \(needs 95%\).*nothing written"):
         trt_export._check_against_onnxrt(manifest, onnx_path, "fp16", cfg)
+
+
+def test_cli_reports_a_detector_engines_box_agreement(tiny_yolo_dir, monkeypatch, capsys):
+    """The summary line read the classifier's top-1 agreement, which a detector's check does not record."""
+    if not _cli_has_trt():
+        pytest.skip("edgekit/cli.py does not offer `export --to trt` yet")
+    from edgekit import cli
+    from edgekit.export import trt as trt_export
+    from edgekit.manifest import Artifact
+
+    parity = {"agreement": 0.97, "agreement_kind": "mAP50-95 against the FP32 detections (conf >= 0.25)",
+              "detections_agreement": 1.0, "passed": True}
+    art = Artifact("trt", "model_fp16.engine", "fp16", "0" * 64, built_on={"tensorrt": "10.3.0", "device": {
+        "name": "Orin"}}, options={"requested_precision": "fp16"}, parity=parity)
+    monkeypatch.setattr(trt_export, "engine_from_onnx", lambda model_dir, cfg: art)
+    assert cli.main(["export", str(tiny_yolo_dir), "--to", "trt"]) == 0
+    assert ("agreement with ONNX Runtime (mAP50-95 against the FP32 detections (conf >= 0.25)) 97.00%"
+            in capsys.readouterr().out)
