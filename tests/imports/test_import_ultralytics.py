@@ -20,6 +20,7 @@ def test_pt_needs_trust_pickle(tiny_yolo_dir, tmp_path, capsys):
     assert "2 class names but" in one_line_error(rc, err) and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # a child process loads ultralytics, then an export with parity checks (about a minute here)
 def test_pt_detector_imported_in_a_child_process(tiny_yolo_dir, tmp_path, monkeypatch):
     import edgekit.export.yolo as ey
 
@@ -41,6 +42,7 @@ def test_pt_detector_imported_in_a_child_process(tiny_yolo_dir, tmp_path, monkey
     assert Manifest.load(tmp_path / "out").outputs[0].shape == [1, 5, 84]
 
 
+@pytest.mark.slow  # two child processes that import torch and ultralytics
 def test_pt_that_is_not_a_detector(tmp_path, capsys):
     import torch
     from ultralytics.nn.tasks import ClassificationModel
