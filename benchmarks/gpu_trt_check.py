@@ -46,18 +46,16 @@ def _infer_all(runner, name: str, out: str, x: np.ndarray) -> np.ndarray:
 
 
 def check(args: argparse.Namespace) -> dict:
-    from edgekit.compare import compare_logits
-    from edgekit.data.imagefolder import heldout_for
     from edgekit.export.trt import TrtBuildConfig, engine_from_onnx
     from edgekit.manifest import Manifest
     from edgekit.profile.bench import time_runner
     from edgekit.runners import load_runner
-    from edgekit.vision.preprocess import batch_classify
+    from edgekit.tasks import task_for
 
     manifest = Manifest.load(args.model_dir)
+    task = task_for(manifest)  # its held-out inputs (resize + crop, or letterbox) and its parity (top-1, or boxes)
     name, out = manifest.input.name, manifest.outputs[0].name
-    val = heldout_for(manifest, limit=args.images)
-    x = batch_classify([val.image(i) for i in range(len(val))], manifest.input)
+    x = task.heldout(manifest, None, args.images).x
     with load_runner(manifest, "onnxrt", precision="fp32") as ref:
         want = _infer_all(ref, name, out, x)
         ref_stats = time_runner(ref, {name: x[:1]}, warmup=args.warmup, iters=args.iters)
@@ -78,21 +76,21 @@ def check(args: argparse.Namespace) -> dict:
         for options in [{"memory": args.memory}] + ([{"memory": args.memory, "cuda_graph": True}]
                                                     if args.cuda_graph else []):
             with load_runner(manifest, "trt", precision=art.precision, **options) as r:
-                parity = compare_logits(want, _infer_all(r, name, out, x))
+                parity = task.parity(want, _infer_all(r, name, out, x))
                 stats = time_runner(r, {name: x[:1].astype(r.inputs()[name].dtype)}, warmup=args.warmup,
                                     iters=args.iters)
                 rows.append({"backend": "trt", "precision": art.precision, "device": "cuda",
                              "options": {**options, "memory": r.memory}, **stats.as_dict(), "parity": parity})
-    return {"model_dir": str(manifest.model_dir), "images": len(val), "builds": builds, "rows": rows}
+    return {"model_dir": str(manifest.model_dir), "task": task.name, "images": len(x), "builds": builds, "rows": rows}
 
 
 def format_table(rows: list[dict]) -> str:
-    cols = ["backend", "precision", "options", "n", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "max_rel", "top1"]
+    cols = ["backend", "precision", "options", "n", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "max_rel", "agreement"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         p = r.get("parity", {})
         vals = {**r, "options": ",".join(f"{k}={v}" for k, v in r["options"].items()) or "-",
-                "max_rel": f"{p['max_rel']:.1e}" if p else "ref", "top1": f"{p['top1_agreement']:.2%}" if p else "ref"}
+                "max_rel": f"{p['max_rel']:.1e}" if p else "ref", "agreement": f"{p['agreement']:.2%}" if p else "ref"}
         lines.append("| " + " | ".join(str(vals[c]) for c in cols) + " |")
     return "\n".join(lines)
 

@@ -60,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
     from edgekit.export.accuracy import latency_ratio
     from edgekit.export.fp16 import fp16_from_onnx
     from edgekit.export.int8 import Int8ExportConfig, int8_from_onnx
-    from edgekit.export.tasks import task_hooks
+    from edgekit.tasks import task_for
     from edgekit.manifest import Manifest
     from edgekit.platform import machine_summary
 
@@ -94,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
         logging.info("%s: %s", name, json.dumps({k: rows[name][k] for k in ("value", "drop_points", "float_nodes")}))
 
     manifest = Manifest.load(model_dir)
-    x = task_hooks(manifest).heldout(manifest, None, 1).x
+    x = task_for(manifest).heldout(manifest, None, 1).x
     timing = {}
     for threads in (int(t) for t in args.threads.split(",")):
         timing[f"threads={threads or 'default'}"] = latency_ratio(files, x, input_name=manifest.input.name,
@@ -124,7 +124,8 @@ def _heldback_top1(manifest, files: dict[str, Path]) -> dict[str, float]:
     """Top-1 of each file on the 100 digits per class that edgekit's mnist5k writes to neither split."""
 
     from edgekit.data.mnist import load_mnist5k, split_indices
-    from edgekit.export.accuracy import run_onnx, top1
+    from edgekit.export.accuracy import run_onnx
+    from edgekit.tasks.classify import top1
     from edgekit.vision.preprocess import batch_classify
 
     if manifest.labels != [str(d) for d in range(10)]:

@@ -219,6 +219,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from edgekit.profile.matrix import BenchConfig, run_matrix
     from edgekit.profile.report import PLOTS, markdown, plots_available, write_report
+    from edgekit.tasks import task_for
 
     cfg = dataclass_from_args(BenchConfig, args)
     cfg.validate()  # options, manifest, data and the report folder, before the first run
@@ -227,7 +228,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     plots = plots_available()
     print(markdown(report, plots=plots).split("\n\n", 1)[1].rsplit("\n\n![", 1)[0])
     print(f"\nreport: {dest} (and bench.json, bench.csv{''.join(', ' + p for p in PLOTS) if plots else ''})")
-    if report["task"] == "detect" and cfg.ultralytics:  # ultralytics' own numbers for the same model, beside
+    if task_for(report["task"]).framework == "ultralytics" and cfg.ultralytics:  # its own numbers, beside
         from edgekit.profile.ultralytics import NAME, markdown as ul_markdown, run_ultralytics_benchmark
 
         res = run_ultralytics_benchmark(cfg.model_dir, cfg.data or None, dest.parent, eval_images=cfg.eval_images,
@@ -239,13 +240,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from edgekit.profile.matrix import BenchConfig, run_matrix
-    from edgekit.profile.tasks import bench_task
+    from edgekit.tasks import task_for
 
     cfg = dataclass_from_args(BenchConfig, args)
     cfg.warmup, cfg.iters = 1, 3  # parity, not timing
     cfg.validate(report=False)
     report = run_matrix(cfg)
-    task = bench_task(report["task"])
+    task = task_for(report["task"])
     metric, agreement = task.metric_label, task.agreement_label
     print(f"parity on {cfg.eval_images or 'all'} held-out inputs against {cfg.reference}/fp32 (onnxrt/fp32 when it "
           "is missing)")

@@ -203,7 +203,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, *, skip: tupl
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         help_ = f"{helps.get(f.name, '')} (default: {default!r})".strip().replace("%", "%%")
-        typ = hints[f.name]
+        typ = _plain(hints[f.name])
         if f.name in positional:
             nargs = "*" if getattr(typ, "__origin__", None) is list else None
             parser.add_argument(f.name, nargs=nargs, default=argparse.SUPPRESS, help=helps.get(f.name, "").replace(
@@ -218,6 +218,13 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, *, skip: tupl
             conv = _Value({int: int, float: float}.get(typ, str), field_check(f))
             parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=conv,
                                 default=argparse.SUPPRESS, help=help_)
+
+
+def _plain(typ: Any) -> Any:
+    """`X | None` -> X: an optional field's flag takes an X (absent, the field keeps its None)."""
+    args = getattr(typ, "__args__", ())
+    rest = [a for a in args if a is not type(None)]
+    return rest[0] if type(None) in args and len(rest) == 1 else typ
 
 
 def dataclass_from_args(cls: type, args: argparse.Namespace, recipe: str | None = None) -> Any:
@@ -237,7 +244,10 @@ def _coerce(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
     hints = get_type_hints(cls)
     out = {}
     for k, v in values.items():
-        typ = hints[k]
+        typ = _plain(hints[k])
+        if v is None and typ is not hints[k]:  # an optional field left to its default
+            out[k] = v
+            continue
         try:
             if getattr(typ, "__origin__", None) is list:
                 if not isinstance(v, list) or not all(isinstance(x, str) for x in v):

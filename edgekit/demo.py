@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from edgekit.demo_budget import Budget, epochs_that_fit, load_fitted, save_fitted
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_write_json, atomic_write_text
 
@@ -51,6 +53,7 @@ class DemoPlan:
     bench_iters: int = 30
     det_bench_iters: int = 10
     bench_warmup: int = 3
+    budget_seconds: float = 840.0  # the whole demo, fitted to this machine (edgekit.demo_budget); 0 = the sizes as given
     backends: str = "torch,onnxrt,tinygrad,trt"
     precisions: str = "fp32,fp16,int8"
     # combinations left out of the demo's detector bench, with the reason (they run with `edgekit bench`)
@@ -65,7 +68,7 @@ FULL = DemoPlan()
 QUICK = DemoPlan(train_images=48, val_images=16, video_frames=20, crop_images=100, crops=1, cls_epochs=2,
                  det_epochs=1, det_imgsz=160, calib_images=16, eval_images=8, det_eval_images=8, bench_iters=5,
                  det_bench_iters=5, bench_warmup=1, int8_search_seconds=20.0,
-                 backends="torch,onnxrt", precisions="fp32,int8")
+                 backends="torch,onnxrt", precisions="fp32,int8", budget_seconds=0.0)
 
 
 class _Clock:
@@ -97,6 +100,7 @@ def run_demo(out: str | Path, *, quick: bool = False) -> int:
     plan = QUICK if quick else FULL
     out = Path(out)
     clock = _Clock()
+    budget = Budget(plan.budget_seconds, fitted=load_fitted(out)) if plan.budget_seconds else None
     summary: dict[str, Any] = {"plan": asdict(plan), "quick": quick}
 
     with clock.stage("data", 1, "digits-detect (real MNIST digits on real video frames) + digit crops + test video"):
@@ -104,28 +108,32 @@ def run_demo(out: str | Path, *, quick: bool = False) -> int:
     summary["data"] = {"root": str(data), "yaml": str(data / "data.yaml")}
 
     with clock.stage("classify", 2, "MobileNetV2 (packaged ImageNet backbone) on the digit crops"):
-        cls_dir, cls_summary = _classifier(out, data, plan)
+        cls_dir, cls_summary = _classifier(out, data, plan, budget)
     summary["classifier"] = cls_summary
 
     with clock.stage("detect", 3, f"YOLOv8s (packaged real weights), {plan.det_epochs} epoch(s) at {plan.det_imgsz}"):
-        det_dir, det_summary = _detector(out, data, plan)
+        det_dir, det_summary = _detector(out, data, plan, budget)
     summary["detector"] = det_summary
 
     with clock.stage("export", 4, "ONNX (vs PyTorch), FP16 and calibrated INT8 (vs FP32), both models"):
-        summary["exports"] = {"classifier": _exports(cls_dir, plan), "detector": _exports(det_dir, plan)}
+        search = plan.int8_search_seconds if budget is None else min(plan.int8_search_seconds,
+                                                                     budget.share("int8_search"))
+        summary["exports"] = {"classifier": _exports(cls_dir, plan, search), "detector": _exports(det_dir, plan, search)}
 
     report = out / "report"
     report.mkdir(parents=True, exist_ok=True)
     with clock.stage("bench", 5, f"{plan.backends} x {plan.precisions}, one subprocess per combination"):
         summary["bench"] = {"classifier": _bench(cls_dir, report / "bench_classifier", plan, plan.eval_images,
-                                                 plan.bench_iters),
+                                                 plan.bench_iters, seconds=budget and budget.bench_seconds(2)),
                             "detector": _bench(det_dir, report / "bench_detector", plan, plan.det_eval_images,
-                                               plan.det_bench_iters, dict(plan.det_skip))}
+                                               plan.det_bench_iters, dict(plan.det_skip),
+                                               seconds=budget and budget.bench_seconds(1))}
 
     with clock.stage("camera", 6, "detect -> crop -> classify over the test video, annotated video written"):
         summary["camera"] = _camera(det_dir, cls_dir, data, report)
 
-    summary.update(stage_seconds=clock.seconds, total_seconds=clock.total(), machine=machine_summary())
+    summary.update(stage_seconds=clock.seconds, total_seconds=clock.total(), machine=machine_summary(),
+                   budget={"seconds": plan.budget_seconds, **budget.fitted} if budget else None)
     shutil.copyfile(cls_dir / "confusion_matrix.png", report / "confusion_matrix.png")
     atomic_write_json(report / "summary.json", summary)
     md = render(summary)
@@ -162,7 +170,7 @@ def _data(out: Path, plan: DemoPlan) -> Path:
     return data
 
 
-def _classifier(out: Path, data: Path, plan: DemoPlan) -> tuple[Path, dict]:
+def _classifier(out: Path, data: Path, plan: DemoPlan, budget: Budget | None) -> tuple[Path, dict]:
     from edgekit.configs import load_recipe
     from edgekit.manifest import Manifest
     from edgekit.train.classify import train_classifier
@@ -176,6 +184,8 @@ def _classifier(out: Path, data: Path, plan: DemoPlan) -> tuple[Path, dict]:
     values.update(data=str(data / "crops"), out=str(model_dir), **({"epochs": plan.cls_epochs} if plan.cls_epochs
                                                                   else {}))
     cfg = ClassifyConfig(**values)
+    if budget is not None:
+        cfg = replace(cfg, epochs=_fit_classifier_epochs(cfg, out, budget))
     if _trained(model_dir, "train_args", asdict(cfg)):
         log.info("[demo] %s is trained with these settings: kept", model_dir)
         m = Manifest.load(model_dir).source["metrics"]
@@ -186,7 +196,7 @@ def _classifier(out: Path, data: Path, plan: DemoPlan) -> tuple[Path, dict]:
                        "train_seconds": m["train_seconds"], "epochs": cfg.epochs}
 
 
-def _detector(out: Path, data: Path, plan: DemoPlan) -> tuple[Path, dict]:
+def _detector(out: Path, data: Path, plan: DemoPlan, budget: Budget | None) -> tuple[Path, dict]:
     from edgekit.manifest import Manifest
     from edgekit.train.detect import train_detector
     from edgekit.train.detect_config import DetectConfig
@@ -194,14 +204,39 @@ def _detector(out: Path, data: Path, plan: DemoPlan) -> tuple[Path, dict]:
     model_dir = out / "models" / "digit_detector"
     cfg = DetectConfig(data=str(data / "data.yaml"), out=str(model_dir), imgsz=plan.det_imgsz,
                        epochs=plan.det_epochs, close_mosaic=0)
+    if budget is not None:  # ultralytics' time mode; the minutes are fitted once per output folder
+        minutes = budget.fitted.setdefault("detector_train_minutes", round(budget.share("detect") / 60, 2))
+        save_fitted(out, budget.fitted)
+        cfg = replace(cfg, max_minutes=minutes)
     if not _trained(model_dir, "train_args", asdict(cfg)):
         train_detector(cfg)
     m = Manifest.load(model_dir).source["metrics"]
     return model_dir, {"model_dir": str(model_dir), "weights": "packaged YOLOv8s", "imgsz": plan.det_imgsz,
-                       "epochs": plan.det_epochs, "mAP50": m["mAP50"], "mAP50-95": m["mAP50-95"],
+                       "epochs": m.get("epochs_run", plan.det_epochs), "mAP50": m["mAP50"], "mAP50-95": m["mAP50-95"],
                        "train_seconds": m["seconds"], "evaluated_by": m.get("evaluated_by"),
                        "map_cross_check": m.get("map_cross_check"),
                        "note": "short demo schedule; `edgekit train detect` (4 epochs) reaches mAP50 >= 0.9"}
+
+
+def _fit_classifier_epochs(cfg, out: Path, budget: Budget) -> int:
+    """The classifier's epochs on this machine: what fits its share of the budget at the measured seconds per
+    training step, at most the recipe's. Fitted once per output folder (plan.json), so a re-run continues."""
+    if "classifier_epochs" in budget.fitted:
+        return int(budget.fitted["classifier_epochs"])
+    from edgekit.data.imagefolder import load_imagefolder
+    from edgekit.train.classify import seconds_per_step
+
+    n_train = len(load_imagefolder(cfg.data, val_split=cfg.val_split, seed=cfg.seed)[0])
+    step = seconds_per_step(cfg)
+    seconds = budget.share("classify")
+    epochs = epochs_that_fit(seconds, step, math.ceil(n_train / cfg.batch), most=cfg.epochs,
+                             least=min(cfg.epochs, cfg.head_epochs + 1))
+    budget.fitted.update(classifier_epochs=epochs, recipe_epochs=cfg.epochs, classifier_step_seconds=round(step, 3),
+                         classifier_seconds=round(seconds, 1))
+    log.info("[demo] classifier: %.3f s per training step here, %d epoch(s) fit its %.0f s (the recipe has %d)",
+             step, epochs, seconds, cfg.epochs)
+    save_fitted(out, budget.fitted)
+    return epochs
 
 
 def _trained(model_dir: Path, key: str, args: dict) -> bool:
@@ -217,7 +252,7 @@ def _trained(model_dir: Path, key: str, args: dict) -> bool:
         return False
 
 
-def _exports(model_dir: Path, plan: DemoPlan) -> dict:
+def _exports(model_dir: Path, plan: DemoPlan, search_seconds: float) -> dict:
     from edgekit.export.fp16 import fp16_from_onnx
     from edgekit.export.int8 import Int8ExportConfig, int8_from_onnx
     from edgekit.export.onnx import onnx_from_torch
@@ -231,7 +266,7 @@ def _exports(model_dir: Path, plan: DemoPlan) -> dict:
     if ("onnxrt", "int8") not in have:
         int8_from_onnx(model_dir, Int8ExportConfig(calib_images=plan.calib_images,
                                                    min_calib_images=min(32, plan.calib_images), latency_rounds=5,
-                                                   fallback_seconds=plan.int8_search_seconds,
+                                                   fallback_seconds=search_seconds,
                                                    allow_over_budget=True))
     m = Manifest.load(model_dir)
     rows = {}
@@ -254,7 +289,7 @@ def _exports(model_dir: Path, plan: DemoPlan) -> dict:
 
 
 def _bench(model_dir: Path, folder: Path, plan: DemoPlan, eval_images: int, iters: int,
-           skip: dict[str, str] | None = None) -> dict:
+           skip: dict[str, str] | None = None, *, seconds: float | None = None) -> dict:
     """edgekit bench of every backend x precision, except `skip` (listed in the report with its reason)."""
     from edgekit.profile.matrix import BenchConfig, run_matrix
     from edgekit.profile.report import write_report
@@ -262,7 +297,7 @@ def _bench(model_dir: Path, folder: Path, plan: DemoPlan, eval_images: int, iter
     skip = skip or {}
     report = run_matrix(BenchConfig(model_dir=str(model_dir), backends=plan.backends, precisions=plan.precisions,
                                     warmup=plan.bench_warmup, iters=iters, eval_images=eval_images,
-                                    skip=",".join(skip), out=str(folder)))
+                                    skip=",".join(skip), out=str(folder), max_seconds=int(seconds or 0)))
     for r in report["results"]:
         r["reason"] = skip.get(f"{r['backend']}/{r['precision']}", r.get("reason"))
     md = write_report(report, folder)
@@ -300,6 +335,7 @@ def render(s: dict) -> str:
              f"{'QUICK smoke run (accuracy means nothing). ' if s['quick'] else ''}"
              f"{s['total_seconds']:.0f} s on {s['machine']['cpu']['name']} ({s['machine']['cpu']['cores']} cores); "
              "per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in s["stage_seconds"].items()), "",
+             *_budget_lines(s.get("budget")),
              "## Models", "",
              f"- classifier: {c['arch']} @{c['imgsz']} px on the digit crops, val top-1 **{c['val_top1']:.2%}** "
              f"({c['val_images']} images), {c['train_seconds']:.0f} s of training ({c['recipe']})",
@@ -330,6 +366,20 @@ def render(s: dict) -> str:
     lines += ["", "Annotated video: [camera.mp4](camera.mp4); per-frame results: camera.jsonl; report: camera.json",
               "", "![confusion matrix](confusion_matrix.png)", ""]
     return "\n".join(lines)
+
+
+def _budget_lines(b: dict | None) -> list[str]:
+    """What fitting the demo to this machine's speed changed (edgekit.demo_budget), in one paragraph."""
+    if not b:
+        return []
+    parts = [f"Fitted to a {b['seconds']:.0f} s budget on this machine:"]
+    if "classifier_epochs" in b:
+        parts.append(f"classifier {b['classifier_epochs']} of the recipe's {b['recipe_epochs']} epochs "
+                     f"({b['classifier_step_seconds']:.3f} s per training step measured here)")
+    if "detector_train_minutes" in b:
+        parts.append(f"detector training limited to {b['detector_train_minutes']:.1f} min (ultralytics' time mode)")
+    return [" ".join(parts[:1]) + " " + "; ".join(parts[1:]) + ". A bench combination the budget left out is "
+            "listed as not run, with that reason.", ""]
 
 
 def _pct(v) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ BACKENDS = ("torch", "onnxrt", "trt", "tinygrad")
 PRECISIONS = ("fp32", "fp16", "int8")
 TASKS = ("classify", "detect")
 DTYPES = ("float32", "float16", "int8", "uint8", "int32", "int64", "bool")
+DECODERS = ("yolov8", "yolov5", "end2end")  # built-in detector output decoders (edgekit.vision.decoders)
+_PLUGIN = re.compile(r"[A-Za-z_][\w.\-]*|[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 @dataclass
@@ -80,6 +83,33 @@ class InputSpec(TensorSpec):
 
 
 @dataclass
+class Postprocess:
+    """How a detector's raw output becomes boxes, and the thresholds its metric and export checks used, which
+    the camera and the bench take as their defaults. The defaults are ultralytics predict's (what
+    `edgekit train detect` checks its exports with); manifests written before this field get them."""
+
+    decoder: str = "yolov8"  # a built-in decoder (DECODERS), or a plug-in's module.path:function / entry point name
+    conf: float = 0.25  # confidence threshold
+    iou: float = 0.7  # NMS IoU threshold
+    max_det: int = 300  # detections kept per image
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.decoder, str) or not (self.decoder in DECODERS or _PLUGIN.fullmatch(self.decoder)):
+            raise EdgekitError(f"postprocess: decoder must be one of {', '.join(DECODERS)} or a plug-in's "
+                               f"module.path:function, got {self.decoder!r}")
+        for key, ok in (("conf", 0 <= _num(self.conf) <= 1), ("iou", 0 < _num(self.iou) <= 1)):
+            if not ok:
+                raise EdgekitError(f"postprocess: {key} must be a number in [0, 1], got {getattr(self, key)!r}")
+        if isinstance(self.max_det, bool) or not isinstance(self.max_det, int) or self.max_det < 1:
+            raise EdgekitError(f"postprocess: max_det must be a positive integer, got {self.max_det!r}")
+
+
+def _num(v: Any) -> float:
+    """A JSON number as a float; anything else as NaN, which fails every range check."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
+
+
+@dataclass
 class Artifact:
     """One built file: what it is, what it was built from and on, and what was measured of it."""
 
@@ -112,6 +142,7 @@ class Manifest:
     outputs: list[TensorSpec]
     source: dict[str, Any] = field(default_factory=dict)  # arch, pretrained, dataset, train args, metrics
     artifacts: list[Artifact] = field(default_factory=list)
+    postprocess: Postprocess | None = None  # detectors: decoder and thresholds (a default one when absent)
     schema_version: int = SCHEMA_VERSION
     edgekit_version: str = ""
     model_dir: Path | None = field(default=None, repr=False, compare=False)  # where it was loaded from
@@ -127,6 +158,10 @@ class Manifest:
             raise EdgekitError("manifest: 'labels' must be a non-empty list of class names")
         if not isinstance(self.source, dict):
             raise EdgekitError("manifest: 'source' must be an object")
+        if self.task == "detect" and self.postprocess is None:
+            self.postprocess = Postprocess()  # older manifests: the yolov8 head, predict's thresholds
+        elif self.task != "detect" and self.postprocess is not None:
+            raise EdgekitError(f"manifest: 'postprocess' is for detectors, and this is a '{self.task}' model")
 
     # ---- reading -------------------------------------------------------------------------------
     @classmethod
@@ -170,12 +205,16 @@ class Manifest:
         if not isinstance(d.get("artifacts", []), list):
             raise EdgekitError("manifest 'artifacts' must be a list")
         d["artifacts"] = [_build(Artifact, a, f"artifacts[{i}]") for i, a in enumerate(d.get("artifacts", []))]
+        if d.get("postprocess") is not None:
+            d["postprocess"] = _build(Postprocess, d["postprocess"], "postprocess")
         return cls(**d)
 
     # ---- writing -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("model_dir")
+        if d["postprocess"] is None:
+            d.pop("postprocess")
         return {"schema_version": d.pop("schema_version"), **d}
 
     def save(self, model_dir: str | Path | None = None) -> Path:

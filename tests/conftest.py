@@ -277,3 +277,25 @@ def tiny_yolo_dir(tmp_path_factory) -> Path:
     onnx_from_yolo(d, YoloExportConfig(parity_images=0, data=str(data / "data.yaml")))
     _pseudo_labels(d / "model.onnx", data)
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_yolo_wide_data(tmp_path_factory, tiny_yolo_dir) -> Path:
+    """tiny_yolo_dir's dataset with every image cut to its top 5/8 (wider than tall) and no labels; returns its
+    data.yaml. Letterboxing pads such an image and a resize + centre crop cuts it, so model inputs made one way
+    cannot pass for the other."""
+    import yaml
+
+    src = Path(Manifest.load(tiny_yolo_dir).source["dataset"]["yaml"]).parent
+    root = tmp_path_factory.mktemp("tiny_yolo_wide")
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for p in sorted((src / "images" / split).glob("*.jpg")):
+            img = cv2.imread(str(p))
+            cv2.imwrite(str(root / "images" / split / f"{p.stem}.png"), img[: img.shape[0] * 5 // 8])
+            (root / "labels" / split / f"{p.stem}.txt").write_text("")
+    names = yaml.safe_load((src / "data.yaml").read_text())["names"]
+    (root / "data.yaml").write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val",
+                                                    "names": names}))
+    return root / "data.yaml"

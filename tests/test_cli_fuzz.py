@@ -68,6 +68,7 @@ ZERO_MEANS = {  # options where 0 is a value with a meaning, not a mistake
     "--video-switch": "0 = the same digits throughout", "--crops": "0 = no crops", "--crop-jitter": "0 = exact boxes",
     "--crop-images": "0 = no extra crop images", "--int8-min-agreement": "0 = no agreement gate",
     "--source-timeout": "0 = wait for a frame for ever", "--reconnects": "0 = reconnect without limit",
+    "--max-minutes": "0 = --epochs decides", "--max-seconds": "0 = no time limit",
 }
 EMPTY_MEANS = {  # options where an empty string means the default
     "--data": "empty = the dataset recorded in the manifest",

@@ -280,3 +280,53 @@ def test_load_runner_with_verify_false_skips_the_check(model_copy):
     runner = load_runner(model_copy, "onnxrt", verify=False)  # construction is cheap; load() would fail
     assert runner.artifact == model_copy / "model.onnx"
 
+
+
+# ---- a detector's postprocess: decoder and thresholds --------------------------------------------------
+
+def _detect_dict(**post) -> dict:
+    m = _manifest(task="detect", labels=["person"], outputs=[TensorSpec("output0", [1, 5, 84])])
+    d = m.to_dict()
+    if post:
+        d["postprocess"] = post
+    else:
+        d.pop("postprocess")  # as written before the field existed
+    return d
+
+
+def test_old_detect_manifests_get_the_yolov8_decoder_and_predict_thresholds(tmp_path):
+    from edgekit.manifest import Postprocess
+
+    m = Manifest.load(_write(tmp_path, _detect_dict()))
+    assert m.postprocess == Postprocess("yolov8", 0.25, 0.7, 300)
+    m.postprocess = Postprocess("end2end", 0.3, 0.5, 100)
+    m.save()
+    assert json.loads((tmp_path / "manifest.json").read_text())["postprocess"] == {
+        "decoder": "end2end", "conf": 0.3, "iou": 0.5, "max_det": 100}
+    assert Manifest.load(tmp_path).postprocess == Postprocess("end2end", 0.3, 0.5, 100)
+    assert "postprocess" not in _manifest().to_dict()  # a classifier has none
+
+
+@pytest.mark.parametrize("post, why", [
+    ({"decoder": "yolov8", "nms_iou": 0.5}, "unknown key"),
+    ({"decoder": "yolo 8"}, "decoder must be one of yolov8, yolov5, end2end"),
+    ({"decoder": "./my.py:decode"}, "decoder must be one of"),
+    ({"conf": 1.5}, "conf must be a number in \\[0, 1\\]"),
+    ({"iou": 0}, "iou must be"),
+    ({"iou": "0.5"}, "iou must be"),
+    ({"max_det": 0}, "max_det must be a positive integer"),
+    ({"max_det": 2.5}, "max_det"),
+])
+def test_postprocess_is_validated_on_load(tmp_path, post, why):
+    msg = _load_error(_write(tmp_path, _detect_dict(**post)))
+    assert "postprocess" in msg
+    import re
+    assert re.search(why, msg), msg
+
+
+def test_postprocess_plugin_names_load_and_classifiers_refuse_one(tmp_path):
+    assert Manifest.load(_write(tmp_path, _detect_dict(decoder="mypkg.decoders:decode"))).postprocess.decoder == \
+        "mypkg.decoders:decode"
+    d = _manifest().to_dict()
+    d["postprocess"] = {"decoder": "yolov8"}
+    assert "for detectors" in _load_error(_write(tmp_path, d))

@@ -16,7 +16,7 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any, Callable
 
@@ -40,6 +40,10 @@ from edgekit.vision.preprocess import to_bgr
 log = logging.getLogger(__name__)
 
 
+DECODER_SPEC = r"[A-Za-z_][\w.\-]*(:[A-Za-z_][\w.]*)?"  # a built-in's name, an entry point's, or module:function
+DECODER_HINT = "yolov8, yolov5, end2end or an installed plug-in's module.path:function"
+
+
 @dataclass
 class CameraConfig:
     input: str = option("", hint="pass a camera URI, a video file or an image folder")  # csi://0, /dev/video0, rtsp://..., a video file, an image folder or glob
@@ -51,9 +55,10 @@ class CameraConfig:
     det_precision: str = option("", choices=PRECISIONS, empty=True)  # fp32 | fp16 | int8; empty: the best the model directory has, fp32 first
     cls_precision: str = option("", choices=PRECISIONS, empty=True)  # fp32 | fp16 | int8; empty: the best there is
     device: str = option("", choices=("cpu", "cuda", "trt"), empty=True)  # runner device; empty: the backend's default
-    conf: float = option(0.25, ge=0, le=1)  # detection confidence threshold
-    iou: float = option(0.45, gt=0, le=1)  # NMS IoU threshold
-    max_det: int = option(100, ge=1, le=100_000)  # detections kept per frame after NMS
+    conf: float | None = option(None, ge=0, le=1)  # detection confidence threshold; default: the detector's manifest's (what its export checks used: 0.25 for edgekit's, as ultralytics predict)
+    iou: float | None = option(None, gt=0, le=1)  # NMS IoU threshold; default: the detector's manifest's (0.7 for edgekit's, as ultralytics predict)
+    max_det: int | None = option(None, ge=1, le=100_000)  # detections kept per frame after NMS; default: the detector's manifest's (300 for edgekit's)
+    decoder: str = option("", empty=True, pattern=DECODER_SPEC, hint=DECODER_HINT)  # detector output decoder: yolov8 | yolov5 | end2end, or an installed plug-in module.path:function (never a file); default: the manifest's
     headless: bool = False  # no display even if one is asked for
     max_frames: int = option(0, ge=0)  # stop after this many frames; 0 = until the end of the stream
     loop: bool = False  # restart video files at the end
@@ -133,7 +138,12 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
         cls = open_runner(cfg.classifier, cfg.cls_backend, cfg.cls_precision, cfg.device, cfg.threads) \
             if cfg.classifier else None
         runners.append(cls)
-        pipeline = Pipeline(det, cls, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det)
+        pipeline = Pipeline(det, cls, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det, decoder=cfg.decoder)
+        if pipeline.postprocess is not None:
+            post = pipeline.postprocess
+            log.info("detector: %s decoder, conf %g, IoU %g, max %d detections per frame (%s)", post.decoder,
+                     post.conf, post.iou, post.max_det, _where_from(cfg))
+            cfg = replace(cfg, **asdict(post))  # the report's config: what ran, not None for "the model's"
         make_record = RecordMaker(source.name, det, cls)
         source.open()
         for spec in specs:  # one at a time: those opened before a failing one are still closed below
@@ -224,6 +234,12 @@ def _finish(cfg, source, sinks, runners, timer, frames, seconds, rss, interrupte
     if close_error is not None and close_error is error:
         raise close_error
     return result
+
+
+def _where_from(cfg: CameraConfig) -> str:
+    flags = [f"--{k.replace('_', '-')}" for k in ("conf", "iou", "max_det", "decoder")
+             if getattr(cfg, k) not in (None, "")]
+    return f"the model's manifest, {', '.join(flags)} given" if flags else "the model's manifest"
 
 
 def _sample_rss(rss: dict[str, Any], frames: int) -> None:

@@ -2,6 +2,7 @@
 takes a batch) -> objects. Either model alone works too. numpy/OpenCV and the runners only: no torch."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,8 @@ from edgekit.lazy import lazy_import
 from edgekit.profile.timer import Timer
 from edgekit.runners.base import Runner
 from edgekit.vision import detect as yolo
-from edgekit.manifest import InputSpec
+from edgekit.manifest import InputSpec, Postprocess
+from edgekit.vision.decoders import resolve_decoder
 from edgekit.vision.preprocess import preprocess_classify, resize_crop, to_bgr
 
 cv2 = lazy_import("cv2")  # imported on first use: `edgekit --help` and `info` work without OpenCV
@@ -80,13 +82,19 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 class Pipeline:
-    def __init__(self, detector: Runner | None = None, classifier: Runner | None = None, *, conf: float = 0.25,
-                 iou: float = 0.45, max_det: int = 100, crop_pad: float = CROP_PAD) -> None:
+    """`conf`, `iou`, `max_det`, `decoder`: None / "" take the detector's manifest's (`postprocess`: what its
+    export checks used); given, they override it. `self.postprocess` is what runs."""
+
+    def __init__(self, detector: Runner | None = None, classifier: Runner | None = None, *,
+                 conf: float | None = None, iou: float | None = None, max_det: int | None = None, decoder: str = "",
+                 crop_pad: float = CROP_PAD) -> None:
         if detector is None and classifier is None:
             raise EdgekitError("the camera loop needs a detector (--detector) and/or a classifier (--classifier)")
         self.detector, self.classifier = detector, classifier
-        self.conf, self.iou, self.max_det, self.crop_pad = conf, iou, max_det, crop_pad
+        self.crop_pad = crop_pad
+        self.postprocess: Postprocess | None = None
         if detector is not None:
+            self._set_postprocess(detector.manifest, conf, iou, max_det, decoder)
             self.det_labels = list(detector.manifest.labels) if detector.manifest else []
             self.det_in, spec = next(iter(detector.inputs().items()))
             self.det_hw = (int(spec.shape[2]), int(spec.shape[3]))
@@ -101,6 +109,13 @@ class Pipeline:
             self.cls_out = next(iter(classifier.outputs()))
             self.cls_batched = isinstance(classifier.inputs()[self.cls_in].shape[0], str)
             self._crops = CropBatch(self.cls_spec, crop_pad)
+
+    def _set_postprocess(self, manifest, conf, iou, max_det, decoder: str) -> None:
+        model = manifest.postprocess if manifest is not None and manifest.postprocess is not None else Postprocess()
+        given = {k: v for k, v in (("conf", conf), ("iou", iou), ("max_det", max_det)) if v is not None}
+        self.postprocess = replace(model, **given, decoder=decoder or model.decoder)
+        self.conf, self.iou, self.max_det = self.postprocess.conf, self.postprocess.iou, self.postprocess.max_det
+        self._decode = resolve_decoder(model.decoder, decoder, model_dir=getattr(manifest, "model_dir", None))
 
     def __call__(self, frame: np.ndarray, timer: Timer) -> list[dict[str, Any]]:
         """Objects in `frame`. self.infer_ns is the models' own inference time in this call (runner timing):
@@ -123,7 +138,8 @@ class Pipeline:
             pred = self.detector.infer({self.det_in: blob})[self.det_out]
             self.det_infer_ns = self.detector.last_infer_ns
         with timer("postprocess"):
-            det = yolo.postprocess(pred, lb, conf=self.conf, iou=self.iou, max_det=self.max_det)
+            det = yolo.postprocess(pred, lb, decoder=self._decode, conf=self.conf, iou=self.iou,
+                                   max_det=self.max_det)
             names = self.det_labels  # .tolist(): one conversion per array, not one numpy scalar per number
             return [{"box": [round(v, 1) for v in b], "det_id": c,
                      "det_class": names[c] if c < len(names) else str(c), "det_score": round(s, 4)}

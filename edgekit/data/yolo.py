@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgekit.data.imagefolder import IMAGE_EXTS, decode_image, read_image, skipped_summary
+from edgekit.data.inputs import CalibrationSet, LabelledInputs, relative_path
 from edgekit.errors import EdgekitError
 
 log = logging.getLogger(__name__)
@@ -272,22 +273,20 @@ def _letterboxed(manifest, ds: DetectionSet) -> tuple[np.ndarray, np.ndarray]:
 
 def detection_inputs(manifest, data: str | Path | None = None, *, split: str = "val", limit: int = 0,
                      seed: int | None = None):
-    """A split of the model's dataset as edgekit.export.accuracy.LabelledInputs: letterboxed model inputs
+    """A split of the model's dataset as edgekit.data.inputs.LabelledInputs: letterboxed model inputs
     [N, 3, H, W] and, per image, float32 [k, 5] targets (class, x1, y1, x2, y2) in network-input pixels, the
     frame edgekit.vision.map.detection_metric matches in (as ultralytics' val does). With `seed`, `limit`
     images are a seeded random pick instead of the first `limit`."""
-    from edgekit.export.accuracy import LabelledInputs
-
     spec, path, ds = _model_split(manifest, data, split, limit, seed)
     x, targets = _letterboxed(manifest, ds)
-    listing = "\n".join(_relative(p, spec.root) for p in ds.paths)
+    listing = "\n".join(relative_path(p, spec.root) for p in ds.paths)
     return LabelledInputs(x, targets, {"split": split, "root": str(spec.root), "yaml": str(path), **ds.summary(),
                                        "image_list_sha256": hashlib.sha256(listing.encode()).hexdigest()})
 
 
 def detection_calibration(manifest, data: str | Path | None = None, *, n: int = 200, seed: int = 0):
     """INT8 calibration images for a detector: `n` training images (a seeded pick; never the val split),
-    letterboxed as the model expects, as edgekit.export.calibration.CalibrationSet."""
+    letterboxed as the model expects, as edgekit.data.inputs.CalibrationSet."""
     return detection_train_split(manifest, data, n=n, minimum=1, seed=seed, n_tune=0)[0]
 
 
@@ -296,20 +295,7 @@ def detection_train_split(manifest, data: str | Path | None = None, *, n: int = 
     """(calibration set of `n` training images, a function building LabelledInputs of up to `n_tune` other
     training images for the INT8 fallback's tuning). Both are a seeded permutation of the train split (the
     calibration images first), so they never overlap and never touch the val split. Raises below `minimum`."""
-    from edgekit.export.accuracy import LabelledInputs
-    from edgekit.export.calibration import CalibrationSet
-
-    if n < minimum:
-        raise EdgekitError(f"--calib-images {n} is below the minimum of {minimum}: ranges measured on so few "
-                           f"images do not hold on new ones; use --calib-images {minimum} or more")
-    spec, path, ds = _model_split(manifest, data, "train", 0, None)
-    if len(ds) < minimum:
-        raise EdgekitError(f"the train split of {path} has only {len(ds)} readable images; INT8 calibration needs "
-                           f"at least {minimum} (--min-calib-images): add training images or pass --data")
-    order = np.random.default_rng(seed).permutation(len(ds))
-    if len(ds) < n:
-        log.warning("the train split of %s has %d images: calibrating on all of them (asked for %d)", path,
-                    len(ds), n)
+    spec, path, ds, order = _train_order(manifest, data, n=n, minimum=minimum, seed=seed)
 
     def pick(idx: np.ndarray) -> DetectionSet:
         idx = np.sort(idx)
@@ -317,7 +303,7 @@ def detection_train_split(manifest, data: str | Path | None = None, *, n: int = 
 
     calib_ds = pick(order[:n])
     x, _ = _letterboxed(manifest, calib_ds)
-    calib = CalibrationSet(x, np.zeros(len(calib_ds), np.int64), [_relative(p, spec.root) for p in calib_ds.paths],
+    calib = CalibrationSet(x, np.zeros(len(calib_ds), np.int64), [relative_path(p, spec.root) for p in calib_ds.paths],
                            str(spec.root), hashlib.sha256(x.tobytes()).hexdigest())
 
     def tune() -> LabelledInputs:
@@ -332,8 +318,25 @@ def detection_train_split(manifest, data: str | Path | None = None, *, n: int = 
     return calib, tune
 
 
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(root))
-    except ValueError:
-        return str(path)
+def detection_calibration_paths(manifest, data: str | Path | None = None, *, n: int = 200, seed: int = 0
+                                ) -> tuple[list[Path], str]:
+    """(the image files of detection_train_split's calibration set, in its order; the dataset root): what the
+    TensorRT INT8 calibrator reads, so both INT8 paths calibrate on the same training images."""
+    spec, _, ds, order = _train_order(manifest, data, n=n, minimum=1, seed=seed)
+    return [ds.paths[i] for i in np.sort(order[:n])], str(spec.root)
+
+
+def _train_order(manifest, data, *, n: int, minimum: int, seed: int):
+    """(spec, yaml path, the train split, a seeded permutation of it): calibration takes its first `n`."""
+    if n < minimum:
+        raise EdgekitError(f"--calib-images {n} is below the minimum of {minimum}: ranges measured on so few "
+                           f"images do not hold on new ones; use --calib-images {minimum} or more")
+    spec, path, ds = _model_split(manifest, data, "train", 0, None)
+    if len(ds) < minimum:
+        raise EdgekitError(f"the train split of {path} has only {len(ds)} readable images; INT8 calibration needs "
+                           f"at least {minimum} (--min-calib-images): add training images or pass --data")
+    order = np.random.default_rng(seed).permutation(len(ds))
+    if len(ds) < n:
+        log.warning("the train split of %s has %d images: calibrating on all of them (asked for %d)", path,
+                    len(ds), n)
+    return spec, path, ds, order

@@ -1,72 +1,20 @@
 """What the reduced-precision exports measure: a model's accuracy on labelled inputs through the ONNX
 Runtime runner, its outputs against a reference file's, and the latency ratio of two files timed in one
-run. The metric is a function passed in (top-1 for classifiers; detection brings its own), so the FP16
-and INT8 exporters never know which task they serve. numpy and ONNX Runtime only (no torch)."""
+run. The metric is a function passed in (the task's: edgekit.tasks), so the FP16 and INT8 exporters never
+know which task they serve. numpy and ONNX Runtime only (no torch)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgekit.compare import compare_logits
-from edgekit.data.imagefolder import ImageSet, heldout_for, splits_for
+from edgekit.data.inputs import LabelledInputs
 from edgekit.errors import EdgekitError
-from edgekit.manifest import Manifest
-from edgekit.vision.preprocess import batch_classify
+from edgekit.tasks.base import Metric
 
 log = logging.getLogger(__name__)
-
-# (the model's first output over all inputs [N, ...], targets) -> {"metric": name, "value": float, "n": int, ...};
-# higher is better, and budgets are in points of value (100 x the fraction)
-Metric = Callable[[np.ndarray, np.ndarray], dict]
-
-
-# (reference outputs, outputs) -> fraction of inputs on which the two models agree (label-free)
-Agreement = Callable[[np.ndarray, np.ndarray], float]
-
-
-def top1(logits: np.ndarray, labels: np.ndarray) -> dict:
-    """Classifier top-1 accuracy (a fraction; drops are reported in points, i.e. percent)."""
-    correct = logits.reshape(len(logits), -1).argmax(1) == np.asarray(labels)
-    return {"metric": "top1", "value": float(correct.mean()), "n": int(len(labels))}
-
-
-def top1_agreement(ref: np.ndarray, out: np.ndarray) -> float:
-    """Share of inputs whose top-1 class is the same in both outputs."""
-    return float((ref.reshape(len(ref), -1).argmax(1) == out.reshape(len(out), -1).argmax(1)).mean())
-
-
-@dataclass
-class LabelledInputs:
-    """Preprocessed model inputs with their targets, and where they came from (for the manifest)."""
-
-    x: np.ndarray
-    targets: np.ndarray
-    source: dict
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-
-def classify_inputs(manifest: Manifest, images: ImageSet, source: dict) -> LabelledInputs:
-    return LabelledInputs(batch_classify([images.image(i) for i in range(len(images))], manifest.input),
-                          images.labels.copy(), source)
-
-
-def heldout_inputs(manifest: Manifest, data: str | Path | None = None, limit: int = 0) -> LabelledInputs:
-    """The val split recorded in the manifest (or of `data`): what accuracy is reported on."""
-    val = heldout_for(manifest, data, limit=limit or None)
-    root = str(data or manifest.source.get("dataset", {}).get("root"))
-    return classify_inputs(manifest, val, {"split": "val", "root": root, "images": len(val)})
-
-
-def train_split(manifest: Manifest, data: str | Path | None = None) -> tuple[ImageSet, str]:
-    """The train split of the dataset recorded in the manifest (or of `data`), never the held-out images."""
-    train, _, root = splits_for(manifest, data)
-    return train, root
 
 
 def run_onnx(path: str | Path, x: np.ndarray, *, input_name: str, threads: int = 0) -> np.ndarray:

@@ -1,9 +1,5 @@
-"""INT8 calibration: which images, run through what, and a cache so the same settings never calibrate twice.
-
-Calibration images come from the TRAIN split of the dataset recorded in the manifest, passed through the
-manifest's own preprocessing; the val split is kept for measuring accuracy, so no image is both a
-calibration input and an evaluation input. Images are taken round-robin over classes from a seeded
-permutation (the first n cover every class evenly); the rest of the train split is left for tuning.
+"""INT8 calibration: the calibration set (which images: the task's, edgekit.tasks) run through ONNX Runtime's
+calibrator, and a cache so the same settings never calibrate twice.
 
 The cache is ONNX Runtime's own JSON of tensor ranges (save_tensors_data / load_tensors_data), named by a
 key over everything that changes the ranges: the FP32 model's sha256, whether it was pre-processed (and by
@@ -17,72 +13,18 @@ import io
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgekit.data.imagefolder import ImageSet
+from edgekit.data.inputs import CalibrationSet
 from edgekit.errors import EdgekitError, unknown_choice
 from edgekit.fileio import atomic_write_json
-from edgekit.manifest import Manifest
-from edgekit.vision.preprocess import batch_classify
 
 log = logging.getLogger(__name__)
 METHODS = ("minmax", "entropy", "percentile")
 CACHE_DIR = "calibration"  # inside the model directory
 CALIB_MEMORY_BYTES = 2 * 2**30  # activations ORT's calibrator may hold at once (see _chunk_images)
-
-
-@dataclass
-class CalibrationSet:
-    x: np.ndarray  # preprocessed inputs [N, ...]
-    labels: np.ndarray  # their classes (the fallback ranks layers on them when no other training image is left)
-    paths: list[str]  # image files, relative to root
-    root: str
-    sha256: str  # of x: the images, their order and the preprocessing
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def describe(self) -> dict:
-        listing = hashlib.sha256("\n".join(self.paths).encode()).hexdigest()
-        return {"split": "train", "root": self.root, "images": len(self), "image_list_sha256": listing,
-                "inputs_sha256": self.sha256}
-
-
-def class_round_robin(labels: np.ndarray, seed: int) -> np.ndarray:
-    """All indices, ordered so that every prefix is spread evenly over the classes (seeded)."""
-    rng = np.random.default_rng(seed)
-    rank = np.empty(len(labels), np.int64)
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        rank[rng.permutation(idx)] = np.arange(len(idx))
-    return np.lexsort((labels, rank))
-
-
-def split_train(manifest: Manifest, train: ImageSet, root: str, n: int, minimum: int, seed: int = 0
-                ) -> tuple[CalibrationSet, ImageSet]:
-    """(calibration set of n images, the remaining train images). Raises below `minimum`."""
-    if minimum < 1:
-        raise EdgekitError("--min-calib-images must be at least 1")
-    if n < minimum:
-        raise EdgekitError(f"--calib-images {n} is below the minimum of {minimum}: ranges measured on so few "
-                           f"images do not hold on new ones; use --calib-images {minimum} or more")
-    if len(train) < minimum:
-        raise EdgekitError(f"the train split of {root} has only {len(train)} readable images; INT8 calibration "
-                           f"needs at least {minimum} (--min-calib-images): add training images or pass --data "
-                           "DIR with a larger ImageFolder of the same classes")
-    order = class_round_robin(train.labels, seed)
-    calib, rest = order[:n], np.sort(order[n:])
-    if len(calib) < n:
-        log.warning("the train split of %s has %d images: calibrating on all of them (asked for %d)",
-                    root, len(calib), n)
-    images = [train.image(int(i)) for i in calib]
-    x = batch_classify(images, manifest.input)
-    paths = [_rel(train.paths[int(i)], root) for i in calib]
-    digest = hashlib.sha256(x.tobytes()).hexdigest()
-    return CalibrationSet(x, train.labels[calib], paths, root, digest), train.subset(rest)
 
 
 def calibration_options(method: str, *, percentile: float, symmetric: bool) -> dict:
@@ -198,10 +140,3 @@ class _Reader:
 def _batch_size(session, name: str, n: int) -> int:
     dim = next(i.shape[0] for i in session.get_inputs() if i.name == name)
     return min(n, 32) if not isinstance(dim, int) else dim
-
-
-def _rel(path: Path, root: str) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(Path(root).resolve()))
-    except ValueError:
-        return str(path)

@@ -1,5 +1,6 @@
 """INT8 calibration for weakly typed TensorRT builds (TensorRT 10.x before 10.12): real training images
-through the manifest's own preprocessing, in fixed-size float32 batches.
+through the task's preprocessing (edgekit.tasks: a classifier's resize + crop, a detector's letterbox), in
+fixed-size float32 batches.
 
 `CalibrationBatches` is plain Python (numpy + OpenCV) and testable anywhere; the TensorRT
 IInt8EntropyCalibrator2 subclass is a thin wrapper, defined only when TensorRT is imported."""
@@ -16,30 +17,31 @@ import numpy as np
 from edgekit.data.imagefolder import read_image
 from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_write_bytes
-from edgekit.manifest import InputSpec, Manifest
-from edgekit.vision.preprocess import batch_classify
+from edgekit.manifest import Manifest
+from edgekit.tasks import task_for
 
 log = logging.getLogger(__name__)
 
 
 class CalibrationBatches:
-    """Contiguous float32 batches [batch, *sample_shape] from image files, preprocessed exactly as the
-    model's input spec says. A last partial batch is dropped: TensorRT calibrates one fixed shape."""
+    """Contiguous float32 batches [batch, *sample_shape] from image files, preprocessed exactly as the model's
+    task does it (task.inputs over the manifest's input spec). A last partial batch is dropped: TensorRT
+    calibrates one fixed shape. `root`: the dataset they came from, for the manifest."""
 
-    def __init__(self, paths: Sequence[str | Path], spec: InputSpec, batch_size: int) -> None:
+    def __init__(self, paths: Sequence[str | Path], manifest: Manifest, batch_size: int, root: str = "") -> None:
         if batch_size < 1:
             raise EdgekitError(f"calibration batch must be at least 1, got {batch_size}")
         if len(paths) < batch_size:
             raise EdgekitError(f"INT8 calibration needs at least one batch of {batch_size} images, got {len(paths)}: "
                                "pass more training images (--calib-images, --data)")
         self.paths = [Path(p) for p in paths]
-        self.spec = spec
+        self.manifest, self.task = manifest, task_for(manifest)
         self.batch_size = batch_size
+        self.root = root
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
-        h, w = self.spec.crop
-        return (3, h, w) if self.spec.layout == "NCHW" else (h, w, 3)
+        return tuple(int(d) for d in self.manifest.input.shape[1:])
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -61,12 +63,17 @@ class CalibrationBatches:
                 if img is None:
                     raise EdgekitError(f"calibration image {p} is unreadable now; remove it and rebuild")
                 images.append(img)
-            yield np.ascontiguousarray(batch_classify(images, self.spec), dtype=np.float32)
+            x = np.ascontiguousarray(self.task.inputs(self.manifest, images), dtype=np.float32)
+            if x.shape != self.shape:  # TensorRT would read past (or short of) the buffer: never feed it
+                raise EdgekitError(f"the {self.task.name} preprocessing made a batch of shape {list(x.shape)}, the "
+                                   f"calibration buffer is {list(self.shape)}: the manifest's input spec disagrees "
+                                   "with its shape")
+            yield x
 
     def fingerprint(self) -> str:
         """Changes when the images (their bytes), their order, the batch or the preprocessing change."""
-        h = hashlib.sha256(repr((self.batch_size, self.spec.layout, self.spec.color, self.spec.resize,
-                                 self.spec.crop, self.spec.scale, self.spec.mean, self.spec.std)).encode())
+        spec = self.manifest.input
+        h = hashlib.sha256(repr((self.batch_size, *(getattr(spec, f) for f in self.task.input_fields))).encode())
         for p in self.paths:
             h.update(hashlib.sha256(p.read_bytes()).digest())
         return h.hexdigest()[:16]
@@ -74,22 +81,18 @@ class CalibrationBatches:
 
 def calibration_batches_for(manifest: Manifest, *, batch_size: int, images: int = 200, seed: int = 0,
                             dataset: str | Path | None = None) -> CalibrationBatches:
-    """The first `images` training images in the order the ONNX INT8 export takes them (class round-robin,
-    seeded: edgekit.export.calibration), so both INT8 paths calibrate on the same images, never on the
-    held-out ones. Rounded down to whole batches of `batch_size`."""
-    from edgekit.export.accuracy import train_split
-    from edgekit.export.calibration import class_round_robin
-
-    train, root = train_split(manifest, dataset)
-    order = class_round_robin(train.labels, seed)[:images]
-    if len(order) < batch_size:
-        raise EdgekitError(f"INT8 calibration needs at least one batch of {batch_size} images, got {len(order)} "
+    """The first `images` training images in the order the ONNX INT8 export takes them (the task's pick:
+    edgekit.tasks, class round-robin for classifiers, a seeded permutation for detectors), so both INT8 paths
+    calibrate on the same images, never on the held-out ones. Rounded down to whole batches of `batch_size`."""
+    paths, root = task_for(manifest).calibration_paths(manifest, dataset, images, seed)
+    if len(paths) < batch_size:
+        raise EdgekitError(f"INT8 calibration needs at least one batch of {batch_size} images, got {len(paths)} "
                            f"from the train split of {root}: raise --calib-images or lower --calib-batch")
-    n = len(order) - len(order) % batch_size
-    if n < len(order):
-        log.info("INT8 calibration: %d of %d images (whole batches of %d)", n, len(order), batch_size)
+    n = len(paths) - len(paths) % batch_size
+    if n < len(paths):
+        log.info("INT8 calibration: %d of %d images (whole batches of %d)", n, len(paths), batch_size)
     log.info("INT8 calibration: %d training images from %s in batches of %d", n, root, batch_size)
-    return CalibrationBatches([train.paths[int(i)] for i in order[:n]], manifest.input, batch_size)
+    return CalibrationBatches(paths[:n], manifest, batch_size, str(root))
 
 
 def calibration_cache_path(model_dir: Path, batches: CalibrationBatches, onnx_sha256: str) -> Path:

@@ -19,11 +19,11 @@ from pathlib import Path
 from edgekit.configs import check_config, option
 from edgekit.errors import EdgekitError
 from edgekit.export.accuracy import evaluate
-from edgekit.export.tasks import task_hooks
 from edgekit.fileio import atomic_path
 from edgekit.manifest import Artifact, Manifest
 from edgekit.runners.onnx_file import load_onnx
 from edgekit.platform import machine_summary
+from edgekit.tasks import task_for
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,12 @@ def fp16_model(model, *, block_ops: list[str], block_nodes: list[str] = ()):
 def fp16_from_onnx(model_dir: str | Path, cfg: Fp16ExportConfig | None = None) -> Artifact:
     """Convert `<model_dir>/model.onnx` (the FP32 onnxrt artifact) to model_fp16.onnx, check it against
     FP32 on held-out images and record both files' accuracy in the manifest (the task's metric and
-    agreement: edgekit.export.tasks)."""
+    agreement: edgekit.tasks)."""
     import onnx
 
     cfg = cfg or Fp16ExportConfig()
     manifest = Manifest.load(model_dir)
-    hooks = task_hooks(manifest)
+    hooks = task_for(manifest)
     src = manifest.find_artifact("onnxrt", "fp32")
     src_path = manifest.artifact_path(src)
     blocked = block_list(cfg.block_ops)

@@ -26,18 +26,13 @@ from edgekit.export import calibration as cal
 from edgekit.export.accuracy import evaluate, latency_ratio
 from edgekit.export.qdq import (REDUCE_RANGE_CHOICES, QuantSettings, portability_warning, prepare, quantize_qdq,
                                 quantized_nodes, reduce_range_for, strip_unused_opsets)
-from edgekit.export.tasks import task_hooks
 from edgekit.fileio import atomic_path
 from edgekit.manifest import Artifact, Manifest
 from edgekit.platform import cpu_int8, machine_summary
 from edgekit.runners.onnx_file import load_onnx
+from edgekit.tasks import task_for
 
 log = logging.getLogger(__name__)
-# --int8-min-agreement -1: the task's own minimum. Classifiers: share of held-out images whose top-1 equals
-# FP32's. Detectors: mAP50-95 of INT8's boxes scored against FP32's own (conf >= 0.25) boxes, where IoU 0.95
-# counts too, so a faithful INT8 model scores well below 1. Measured on the demo's YOLOv8s@320 (AVX2 CPU): 0.86
-# with 7-bit weights (mAP50-95 -0.7 points) vs 0.64 with saturating 8-bit ones (-10.45 points).
-DEFAULT_MIN_AGREEMENT = {"classify": 0.9, "detect": 0.7}
 
 
 @dataclass
@@ -76,7 +71,7 @@ class Int8ExportConfig:
 
 def int8_from_onnx(model_dir: str | Path, cfg: Int8ExportConfig | None = None) -> Artifact:
     """Quantize `<model_dir>/model.onnx` to model_int8.onnx (QDQ) and record it in the manifest. The task's
-    hooks (edgekit.export.tasks) pick the images, the metric the budget is on (top-1, mAP50-95), the
+    hooks (edgekit.tasks) pick the images, the metric the budget is on (top-1, mAP50-95), the
     label-free agreement the fallback searches on, and the nodes never quantized (YOLO's decode head)."""
     import onnx
 
@@ -85,7 +80,7 @@ def int8_from_onnx(model_dir: str | Path, cfg: Int8ExportConfig | None = None) -
     cfg = cfg or Int8ExportConfig()
     cfg.validate()
     manifest = Manifest.load(model_dir)
-    hooks = task_hooks(manifest)
+    hooks = task_for(manifest)
     metric = hooks.metric
     src = manifest.find_artifact("onnxrt", "fp32")
     src_path = manifest.artifact_path(src)
@@ -95,7 +90,7 @@ def int8_from_onnx(model_dir: str | Path, cfg: Int8ExportConfig | None = None) -
     reduce_range, why = reduce_range_for(cfg.reduce_range, cpu["kind"])
     log.info("INT8 weights: %s (%s)", "7-bit (reduce_range)" if reduce_range else "8-bit", why)
     portability = portability_warning(reduce_range, cpu["kind"])
-    min_agree = DEFAULT_MIN_AGREEMENT.get(hooks.task, 0.9) if cfg.int8_min_agreement == -1 else cfg.int8_min_agreement
+    min_agree = hooks.int8_min_agreement if cfg.int8_min_agreement == -1 else cfg.int8_min_agreement
     q = QuantSettings(cfg.calibration, cfg.per_channel, cfg.activations, cfg.symmetric_activations, reduce_range)
     opts = cal.calibration_options(cfg.calibration, percentile=cfg.percentile, symmetric=cfg.symmetric_activations)
 
@@ -110,7 +105,7 @@ def int8_from_onnx(model_dir: str | Path, cfg: Int8ExportConfig | None = None) -
         _check_node_names(prepared, forced)
         task_float = [n for n in hooks.float_nodes(onnx.load(str(prepared))) if n not in forced]
         if task_float:
-            log.info("%d %s node(s) always kept in float (the task's own: %s)", len(task_float), hooks.task,
+            log.info("%d %s node(s) always kept in float (the task's own: %s)", len(task_float), hooks.name,
                      ", ".join(task_float[:4]) + (", ..." if len(task_float) > 4 else ""))
         forced += task_float
         key = cal.cache_key(src.sha256, prepared != src_path, cfg.calibration, opts, calib.sha256)

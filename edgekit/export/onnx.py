@@ -12,12 +12,12 @@ import numpy as np
 
 from edgekit.compare import compare_logits
 from edgekit.configs import ONNX_OPSETS, option
-from edgekit.data.imagefolder import heldout_for
 from edgekit.errors import EdgekitError
+from edgekit.export.yolo import YoloExportConfig, onnx_from_yolo
 from edgekit.fileio import atomic_path
 from edgekit.manifest import Artifact, Manifest
 from edgekit.platform import machine_summary
-from edgekit.vision.preprocess import batch_classify
+from edgekit.tasks import Task, task_for
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +34,28 @@ class OnnxExportConfig:
 
 
 def onnx_from_torch(model_dir: str | Path, cfg: OnnxExportConfig | None = None) -> Artifact:
+    """The model directory's torch artifact to model.onnx, by its framework's exporter (the task's)."""
     cfg = cfg or OnnxExportConfig()
     manifest = Manifest.load(model_dir)  # before the heavy imports: a wrong path fails fast
-    if manifest.task == "detect":  # ultralytics YOLO: its own exporter, parity checked on decoded boxes
-        from edgekit.export.yolo import YoloExportConfig, onnx_from_yolo
+    task = task_for(manifest)
+    check_dynamic_batch(task, cfg.dynamic_batch)
+    return EXPORTERS[task.framework](manifest, cfg)
 
-        if cfg.dynamic_batch:
-            raise EdgekitError("detection models export with a fixed batch of 1: drop --dynamic-batch")
-        n = cfg.parity_images if cfg.parity_images != OnnxExportConfig.parity_images else 16  # 500: classifiers'
-        return onnx_from_yolo(model_dir, YoloExportConfig(opset=cfg.opset, slim=cfg.slim, data=cfg.data,
-                                                          parity_images=n, tolerance=cfg.tolerance))
+
+def check_dynamic_batch(task: Task, dynamic_batch: bool) -> None:
+    if dynamic_batch and not task.dynamic_batch:
+        raise EdgekitError(f"'{task.name}' models export with a fixed batch of 1: drop --dynamic-batch")
+
+
+def _from_ultralytics(manifest: Manifest, cfg: OnnxExportConfig) -> Artifact:
+    """ultralytics YOLO: its own exporter, parity checked on decoded boxes (edgekit.export.yolo)."""
+    n = cfg.parity_images if cfg.parity_images != OnnxExportConfig.parity_images else 16  # 500: classifiers'
+    return onnx_from_yolo(manifest.model_dir, YoloExportConfig(opset=cfg.opset, slim=cfg.slim, data=cfg.data,
+                                                               parity_images=n, tolerance=cfg.tolerance))
+
+
+def _from_torchvision(manifest: Manifest, cfg: OnnxExportConfig) -> Artifact:
+    """torch.onnx.export of the rebuilt torchvision model, parity checked against it on held-out images."""
     src = manifest.find_artifact("torch", "fp32")
 
     import onnx
@@ -74,6 +86,9 @@ def onnx_from_torch(model_dir: str | Path, cfg: OnnxExportConfig | None = None) 
     return art
 
 
+EXPORTERS = {"torchvision": _from_torchvision, "ultralytics": _from_ultralytics}  # by the task's framework
+
+
 def _slim(path: Path) -> None:
     import onnx
     import onnxslim
@@ -88,8 +103,7 @@ def _parity(manifest: Manifest, model, onnx_path: Path, cfg: OnnxExportConfig) -
 
     from edgekit.runners.onnxrt import OnnxrtRunner
 
-    val = heldout_for(manifest, cfg.data, limit=cfg.parity_images)
-    x = batch_classify([val.image(i) for i in range(len(val))], manifest.input)
+    x = task_for(manifest).heldout(manifest, cfg.data, cfg.parity_images).x  # the task's held-out inputs
     with torch.no_grad():
         ref = np.concatenate([model(torch.from_numpy(x[i:i + 64])).numpy() for i in range(0, len(x), 64)])
     got = []
@@ -99,10 +113,10 @@ def _parity(manifest: Manifest, model, onnx_path: Path, cfg: OnnxExportConfig) -
         for i in range(0, len(x), step):
             got.append(r.infer({name: x[i:i + step]})[manifest.outputs[0].name])
     result = compare_logits(ref, np.concatenate(got))
-    result.update(reference="torch", tolerance=cfg.tolerance, images=len(val))
+    result.update(reference="torch", tolerance=cfg.tolerance, images=len(x))
     result["passed"] = result["max_rel"] <= cfg.tolerance and result["top1_agreement"] >= cfg.min_top1_agreement
     log.info("ONNX vs PyTorch on %d held-out images: max abs %.2e (%.2e of scale), top-1 agreement %.2f%%",
-             len(val), result["max_abs"], result["max_rel"], 100 * result["top1_agreement"])
+             len(x), result["max_abs"], result["max_rel"], 100 * result["top1_agreement"])
     if not result["passed"]:
         raise EdgekitError(
             f"ONNX export disagrees with PyTorch beyond tolerance: max error {result['max_rel']:.2e} of the logits' "

@@ -7,9 +7,10 @@ from edgekit.configs import dataclass_from_args, path_problem
 from edgekit.errors import EdgekitError
 from edgekit.export.fp16 import Fp16ExportConfig
 from edgekit.export.int8 import Int8ExportConfig
-from edgekit.export.onnx import OnnxExportConfig
+from edgekit.export.onnx import OnnxExportConfig, check_dynamic_batch
 from edgekit.export.trt import TrtBuildConfig
 from edgekit.manifest import Manifest
+from edgekit.tasks import task_for
 
 
 def export_configs(args: argparse.Namespace) -> dict:
@@ -19,8 +20,7 @@ def export_configs(args: argparse.Namespace) -> dict:
     why = path_problem(args.model_dir, "out_dir")
     if why:
         raise EdgekitError(f"the model directory {why}: exports are written into it (copy it somewhere writable)")
-    if getattr(args, "dynamic_batch", False) and manifest.task == "detect":
-        raise EdgekitError("detection models export with a fixed batch of 1: drop --dynamic-batch")
+    check_dynamic_batch(task_for(manifest), getattr(args, "dynamic_batch", False))
     cfgs = {"onnx": dataclass_from_args(OnnxExportConfig, args)}
     if args.to == "trt":
         cfgs["trt"] = dataclass_from_args(TrtBuildConfig, args)

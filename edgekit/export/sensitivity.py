@@ -23,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.export.accuracy import Agreement, LabelledInputs, Metric, evaluate, run_onnx
+from edgekit.data.inputs import LabelledInputs
+from edgekit.export.accuracy import evaluate, run_onnx
 from edgekit.export.qdq import candidate_nodes
+from edgekit.tasks.base import Agreement, Metric
 
 log = logging.getLogger(__name__)
 RANK_IMAGES = 64  # tuning images used to score each unit (the scores only need to order the units)

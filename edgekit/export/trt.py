@@ -21,11 +21,11 @@ from edgekit.export.trt_plan import (TYPINGS, BuildPlan, calibration_batch, chec
                                      plan_build, profile_shapes)
 from edgekit.fileio import atomic_path
 from edgekit.manifest import PRECISIONS, Artifact, Manifest
+from edgekit.tasks import task_for
 
 log = logging.getLogger(__name__)
 
-# top-1 agreement with ONNX Runtime (fp32) an engine must reach on held-out images, and fp32's max error
-MIN_AGREEMENT = {"fp32": 1.0, "fp16": 0.98, "int8": 0.95}
+# fp32's max error against ONNX Runtime (the agreement each precision must reach is the task's: edgekit.tasks)
 FP32_TOLERANCE = 1e-3
 
 
@@ -101,7 +101,7 @@ def engine_from_onnx(model_dir: str | Path, cfg: TrtBuildConfig | None = None) -
     calibration = None
     if result.calibration is not None and batches is not None:
         calibration = {**result.calibration, "fingerprint": batches.fingerprint(), "cache": cache_file.name,
-                       "dataset": str(cfg.data or (manifest.source.get("dataset") or {}).get("root"))}
+                       "dataset": batches.root}
     info = sidecar_info(result.build, result.requested, onnx_art.path, env, cfg, seconds=result.seconds,
                         dla=result.dla, calibration=calibration)
     sidecar = write_sidecar(engine, key, {**info, "parity": parity})
@@ -177,32 +177,31 @@ def record_engine(manifest: Manifest, engine: Path, sidecar: dict[str, Any],
 
 
 def _check_against_onnxrt(manifest: Manifest, engine: Path, precision: str, cfg: TrtBuildConfig) -> dict:
-    """The new engine vs ONNX Runtime on the fp32 ONNX, on real held-out images; raises when it disagrees."""
-    from edgekit.compare import compare_logits
-    from edgekit.data.imagefolder import heldout_for
+    """The new engine vs ONNX Runtime on the fp32 ONNX, on the task's held-out inputs (a classifier's val split
+    resized and cropped, a detector's letterboxed) and by the task's parity (top-1 agreement; box-level for
+    detectors); raises when it disagrees."""
     from edgekit.runners.base import infer_in_batches
     from edgekit.runners.onnxrt import OnnxrtRunner
     from edgekit.runners.trt import TrtRunner
-    from edgekit.vision.preprocess import batch_classify
 
-    val = heldout_for(manifest, cfg.data, limit=cfg.check_images)
-    x = batch_classify([val.image(i) for i in range(len(val))], manifest.input)
+    task = task_for(manifest)
+    x = task.heldout(manifest, cfg.data, cfg.check_images).x
     name, out = manifest.input.name, manifest.outputs[0].name
     ref_path = manifest.artifact_path(manifest.find_artifact("onnxrt", "fp32"))
     with OnnxrtRunner(ref_path) as ref, TrtRunner(engine, device="cuda", check_engine=False,
                                                  dla_core=cfg.dla_core) as trt_runner:
         want = infer_in_batches(ref, name, out, x)
         got = infer_in_batches(trt_runner, name, out, x)  # batches within the engine's profile; fp16 inputs cast
-    r = compare_logits(want, got)
-    need = MIN_AGREEMENT[precision]
-    r.update(reference="onnxrt fp32", images=len(val), min_top1_agreement=need)
-    r["passed"] = r["top1_agreement"] >= need and (precision != "fp32" or r["max_rel"] <= FP32_TOLERANCE)
-    log.info("TensorRT %s vs ONNX Runtime on %d held-out images: max abs %.2e (%.2e of scale), top-1 agreement "
-             "%.2f%%", precision, len(val), r["max_abs"], r["max_rel"], 100 * r["top1_agreement"])
+    r = task.parity(want, got)
+    need = task.trt_min_agreement[precision]
+    r.update(reference="onnxrt fp32", images=len(x), min_agreement=need)
+    r["passed"] = r["agreement"] >= need and (precision != "fp32" or r["max_rel"] <= FP32_TOLERANCE)
+    log.info("TensorRT %s vs ONNX Runtime on %d held-out images: max abs %.2e (%.2e of scale), %s %.2f%%",
+             precision, len(x), r["max_abs"], r["max_rel"], task.agreement_name, 100 * r["agreement"])
     if not r["passed"]:
         raise EdgekitError(
-            f"the {precision} engine disagrees with ONNX Runtime: top-1 agreement {r['top1_agreement']:.2%} (needs "
-            f"{need:.0%}), max error {r['max_rel']:.2e} of the logits' scale; nothing written. Try another "
+            f"the {precision} engine disagrees with ONNX Runtime: {task.agreement_name} {r['agreement']:.2%} (needs "
+            f"{need:.0%}), max error {r['max_rel']:.2e} of the outputs' scale; nothing written. Try another "
             "precision (fp16 before int8), more --calib-images, or --typing strong with a Q/DQ ONNX")
     return r
 

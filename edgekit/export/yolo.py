@@ -8,7 +8,8 @@ moved into place only after two checks against ultralytics' PyTorch model on hel
     classes, every matched box at IoU >= `min_box_iou`.
 
 Then edgekit's mAP of the ONNX file on the held-out split goes into the artifact's `accuracy`, and the names
-of the head's decode nodes that INT8 must keep in float into its options (`int8_float_nodes`). Also the
+of the head's decode nodes that INT8 must keep in float (the task's float_nodes: edgekit.tasks.detect) into
+its options (`int8_float_nodes`). Also the
 helpers that drive ultralytics offline (every network attempt fails fast)."""
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_path
 from edgekit.manifest import Artifact, Manifest, TensorSpec
 from edgekit.platform import machine_summary
+from edgekit.tasks import Task, require_framework, tasks_of
 from edgekit.zoo import ultralytics_env  # here for the callers that import it from this module
 
 log = logging.getLogger(__name__)
@@ -92,22 +95,22 @@ def onnx_from_yolo(model_dir: str | Path, cfg: YoloExportConfig | None = None) -
 
     cfg = cfg or YoloExportConfig()
     manifest = Manifest.load(model_dir)
-    if manifest.task != "detect":
-        raise EdgekitError(f"{model_dir} holds a '{manifest.task}' model: use `edgekit export` (onnx_from_torch)")
+    task = require_framework(manifest, "ultralytics", "the ultralytics ONNX export")
     state = yolo_state_file(manifest)
     imgsz = int(manifest.input.shape[2])
     dest = manifest.model_dir / "model.onnx"
     with tempfile.TemporaryDirectory(prefix="edgekit-yolo-export-") as work:
         pt = checkpoint_from_state(state, Path(work) / "checkpoint" / "model.pt")
         onnx_file = export_onnx(pt, Path(work), imgsz=imgsz, opset=cfg.opset, slim=cfg.slim, nms=cfg.nms)
+        manifest.postprocess.decoder = "end2end" if cfg.nms else "yolov8"  # what the graph's output is
         images = _parity_images(manifest, cfg)
         parity = parity_check(pt, onnx_file, images, manifest.input.shape[2:4], cfg) if cfg.parity_images else {}
         with atomic_path(dest) as tmp:
             shutil.copyfile(onnx_file, tmp)
-            accuracy = _accuracy(manifest, tmp, cfg)
+            accuracy = _accuracy(manifest, task, tmp, cfg)
     graph = onnx.load(str(dest))
     outs = _output_shapes(graph)
-    head = head_float_nodes(graph)
+    head = task.float_nodes(graph)
     manifest.outputs = [TensorSpec(name, shape) for name, shape in outs.items()]  # (1, 300, 6) when it ends in NMS
     art = manifest.add_artifact("onnxrt", dest.name, "fp32", built_from=state.name, built_on=machine_summary(),
                                 options={"opset": cfg.opset, "dynamic_batch": False, "slim": cfg.slim, "nms": cfg.nms,
@@ -129,8 +132,7 @@ def export_onnx(pt: str | Path, work: Path, *, imgsz: int, opset: int = 17, slim
         model = load_yolo(copy)
     except EdgekitError as e:  # name the user's file, not the temporary copy
         raise EdgekitError(str(e).replace(str(copy), str(pt))) from None
-    if model.task != "detect":
-        raise EdgekitError(f"{pt} is a '{model.task}' model; edgekit exports detection models only")
+    check_ultralytics_task(model, str(pt))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TorchScript tracer and deprecation warnings of the legacy exporter
@@ -144,6 +146,14 @@ def export_onnx(pt: str | Path, work: Path, *, imgsz: int, opset: int = 17, slim
     if got != opset:
         raise EdgekitError(f"the exported graph has opset {got}, asked for {opset}")
     return Path(f)
+
+
+def check_ultralytics_task(model, what: str) -> None:
+    """A loaded ultralytics model (its own `task`) is one of the tasks edgekit takes from ultralytics."""
+    known = tasks_of("ultralytics")
+    if model.task not in known:
+        raise EdgekitError(f"{what} is an ultralytics '{model.task}' model; edgekit takes ultralytics "
+                           f"{', '.join(known)} models: pass a detection checkpoint or yaml")
 
 
 def _output_shapes(model) -> dict[str, list[int]]:
@@ -198,7 +208,8 @@ def parity_check(pt: str | Path, onnx_file: str | Path, images: list[np.ndarray]
     ref = torch_outputs(pt, x)
     raw = ({"max_abs": None, "max_rel": None, "note": "the graph ends in NMS: compared as detections only"}
            if cfg.nms else compare_logits(ref, onnx_out))
-    det = compare_detections(ref, onnx_out, conf=0.25, iou=0.7, min_box_iou=cfg.min_box_iou)
+    det = compare_detections(ref, onnx_out, conf=0.25, iou=0.7, min_box_iou=cfg.min_box_iou,
+                             decoder="end2end" if cfg.nms else "yolov8", ref_decoder="yolov8")
     agree, worst_iou = round(det["detections_agreement"] * len(x)), det["min_box_iou"]
     result = {**{k: v for k, v in raw.items() if k != "top1_agreement"}, **det, "reference": "ultralytics torch",
               "tolerance": cfg.tolerance}
@@ -214,41 +225,17 @@ def parity_check(pt: str | Path, onnx_file: str | Path, images: list[np.ndarray]
     return result
 
 
-def _accuracy(manifest: Manifest, onnx_file: Path, cfg: YoloExportConfig) -> dict:
+def _accuracy(manifest: Manifest, task: Task, onnx_file: Path, cfg: YoloExportConfig) -> dict:
     """edgekit's mAP of the ONNX file on the held-out split (empty when the dataset is not here)."""
-    from edgekit.data.yolo import detection_inputs
     from edgekit.export.accuracy import evaluate
-    from edgekit.vision.map import detection_metric
 
     try:
-        held = detection_inputs(manifest, cfg.data, split="val", limit=cfg.eval_images)
+        held = task.heldout(manifest, cfg.data, cfg.eval_images)
     except EdgekitError as e:
         log.warning("no mAP for the ONNX file: %s", e)
         return {}
-    acc, _ = evaluate(onnx_file, held, detection_metric, input_name=manifest.input.name)
+    metric = partial(task.metric, decoder=manifest.postprocess.decoder)  # the graph's own output layout
+    acc, _ = evaluate(onnx_file, held, metric, input_name=manifest.input.name)
     log.info("ONNX on %d held-out images: mAP50 %.4f, mAP50-95 %.4f (edgekit, numpy)", acc["n"], acc["mAP50"],
              acc["value"])
     return acc
-
-
-def head_float_nodes(model) -> list[str]:
-    """Names of the nodes that decode YOLO's head (DFL softmax and its 1x1 conv, box arithmetic, class
-    sigmoid, the concats into `output0`, and any NMS after them): everything between the head's last
-    learned convolutions and the graph outputs. They must stay in float for INT8: the output concatenates
-    pixel coordinates (0..imgsz) with class scores (0..1), and one 8-bit scale for both zeroes the scores.
-    Pass them to the INT8 exporter's exclude list (Int8ExportConfig.exclude_nodes)."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    initializers = {i.name for i in model.graph.initializer}
-
-    def is_learned_conv(n) -> bool:  # the DFL conv has Softmax input and fixed weights: it is decode, not learned
-        return n.op_type == "Conv" and not any(producer.get(i) is not None and producer[i].op_type == "Softmax"
-                                               for i in n.input)
-
-    tail, stack = set(), [o.name for o in model.graph.output]
-    while stack:
-        n = producer.get(stack.pop())
-        if n is None or n.name in tail or is_learned_conv(n):
-            continue
-        tail.add(n.name)
-        stack += [i for i in n.input if i and i not in initializers]
-    return sorted(tail)

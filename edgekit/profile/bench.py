@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -21,3 +22,13 @@ def time_runner(runner: Runner, feed: Mapping[str, np.ndarray], *, warmup: int =
     while len(runner.infer_ns) < iters or time.perf_counter() < t_end:
         runner.infer(feed)
     return LatencyStats.from_ns(runner.infer_ns)
+
+
+def save_images(images: list[np.ndarray], path: Path) -> None:
+    """Decoded images of any sizes in one .npz (plain uint8 arrays: the workers load it without pickle)."""
+    np.savez(path, *images)
+
+
+def load_images(path: str | Path) -> list[np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return [z[f"arr_{i}"] for i in range(len(z.files))]

@@ -4,6 +4,7 @@ listed with the reason; one that crashes does not stop the others."""
 from __future__ import annotations
 
 import itertools
+import math
 import json
 import logging
 import os
@@ -22,9 +23,11 @@ from edgekit.data.imagefolder import IMAGE_EXTS
 from edgekit.errors import EdgekitError, unknown_choice
 from edgekit.manifest import BACKENDS, PRECISIONS, Manifest
 from edgekit.platform import machine_summary
-from edgekit.profile.tasks import E2E_IMAGES, bench_task, save_images
+from edgekit.profile.bench import save_images
+from edgekit.tasks import task_for
 
 log = logging.getLogger(__name__)
+E2E_IMAGES = 16  # decoded held-out images the end-to-end timing cycles through
 EXPORT_HINT = {"onnxrt": "edgekit export {d} --to onnx --precision {p}", "tinygrad": "edgekit export {d} --to onnx "
                "--precision {p}", "trt": "edgekit export {d} --to trt --precision {p}", "torch": "edgekit train ..."}
 
@@ -44,6 +47,7 @@ class BenchConfig:
     threads: int = option(0, ge=0, le=1024)  # CPU threads per runner; 0 = its default
     reference: str = option("torch", choices=BACKENDS)  # parity reference backend (fp32); falls back to onnxrt
     timeout: int = option(600, ge=1)  # seconds per subprocess
+    max_seconds: int = option(0, ge=0)  # the whole matrix: combinations that would start later are listed as not run; 0 = no limit
     out: str = option("", path="out_dir", empty=True)  # report folder; empty: <model_dir>/bench
     skip: str = ""  # backend/precision pairs left out, comma-separated (e.g. tinygrad/fp16): listed as skipped
     ultralytics: bool = True  # detectors: also run ultralytics' own benchmark/val on the same model and images
@@ -103,12 +107,10 @@ def prepare_inputs(manifest: Manifest, cfg: BenchConfig, work: Path) -> tuple[di
     """Held-out images through the manifest's preprocessing, saved for the workers, and their targets (kept
     here: accuracy is scored in this process from each worker's outputs). Decoded images for the end-to-end
     timing. Random inputs, no accuracy, when the data is not here."""
-    from edgekit.export.tasks import task_hooks
-
-    task = bench_task(manifest.task)
+    task = task_for(manifest)
     paths = {"inputs": str(work / "inputs.npy")}
     try:
-        held = task_hooks(manifest).heldout(manifest, cfg.data or None, cfg.eval_images)
+        held = task.heldout(manifest, cfg.data or None, cfg.eval_images)
         np.save(paths["inputs"], held.x)
         targets = held.targets
         save_images(task.images(manifest, cfg.data, E2E_IMAGES), work / "images.npz")
@@ -124,6 +126,9 @@ def prepare_inputs(manifest: Manifest, cfg: BenchConfig, work: Path) -> tuple[di
     return paths, targets
 
 
+_now = time.monotonic  # the --max-seconds clock (a test drives it)
+
+
 def run_matrix(cfg: BenchConfig) -> dict[str, Any]:
     manifest = cfg.validate(report=False)
     backends = _split(cfg.backends, BACKENDS, "backend")
@@ -135,7 +140,7 @@ def run_matrix(cfg: BenchConfig) -> dict[str, Any]:
         rows = _run_all(cfg, manifest, backends, precisions, batches, Path(tmp))
     for r in rows:
         r.pop("outputs_file", None)
-    task = bench_task(manifest.task)
+    task = task_for(manifest)
     return {"model_dir": str(cfg.model_dir), "task": manifest.task, "metric": task.metric_label,
             "agreement": task.agreement_label, "end_to_end": task.e2e_what, "config": asdict(cfg), "results": rows,
             "machine": machine_summary(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -146,10 +151,13 @@ def run_matrix(cfg: BenchConfig) -> dict[str, Any]:
 def _run_all(cfg, manifest, backends, precisions, batches, work: Path) -> list[dict[str, Any]]:
     shared, targets = prepare_inputs(manifest, cfg, work)
     rows: list[dict[str, Any]] = []
+    t_end = _now() + cfg.max_seconds if cfg.max_seconds else math.inf
     for backend, precision, batch in itertools.product(backends, precisions, batches):
         row: dict[str, Any] = {"backend": backend, "precision": precision, "batch": batch}
         reason = ("left out (--skip)" if f"{backend}/{precision}" in _skipped(cfg)
                   else _cannot_run(manifest, backend, precision, cfg.model_dir))
+        if not reason and _now() >= t_end:
+            reason = f"not run: the bench's time limit (--max-seconds {cfg.max_seconds}) was spent"
         if reason:
             rows.append({**row, "status": "skipped", "reason": reason})
             continue
@@ -208,10 +216,8 @@ def _aggregate(runs: list[dict]) -> dict[str, Any]:
 
 def _score(rows: list[dict], manifest: Manifest, targets: Any, reference: str) -> None:
     """Accuracy of each run's outputs on the held-out targets, and parity against the reference backend's
-    outputs on the same inputs: the task's metric and parity numbers (edgekit.export.tasks)."""
-    from edgekit.export.tasks import task_hooks
-
-    hooks = task_hooks(manifest)
+    outputs on the same inputs: the task's metric and parity numbers (edgekit.tasks)."""
+    hooks = task_for(manifest)
     ok = [r for r in rows if r.get("status") == "ok"]
     outputs = {id(r): np.load(r["outputs_file"]) for r in ok}
     if targets is not None:

@@ -9,15 +9,14 @@ from edgekit.manifest import Manifest
 from edgekit.platform import machine_summary
 from edgekit.profile.bench import time_runner
 from edgekit.runners import load_runner
+from edgekit.tasks import task_for
 
 
 def sample_feed(manifest: Manifest) -> np.ndarray:
     """One real held-out image through the manifest's preprocessing, the task's (random pixels if the data is
     gone)."""
-    from edgekit.export.tasks import task_hooks
-
     try:
-        return task_hooks(manifest).heldout(manifest, None, 1).x[:1]
+        return task_for(manifest).heldout(manifest, None, 1).x[:1]
     except EdgekitError:
         rng = np.random.default_rng(0)
         return rng.standard_normal([1, *manifest.input.shape[1:]]).astype(np.float32)

@@ -1,6 +1,6 @@
 """Bench reports: JSON (everything), CSV and Markdown (one row per combination), PNG plots (latency with
 p90/p99 whiskers and end-to-end p50, accuracy against latency, memory). Accuracy and parity columns and the
-plots' labels are the task's (edgekit.profile.tasks: top-1 for classifiers, mAP50-95 / mAP50 and box
+plots' labels are the task's (edgekit.tasks: top-1 for classifiers, mAP50-95 / mAP50 and box
 agreement for detectors)."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from edgekit.fileio import atomic_path, atomic_write_json, atomic_write_text
 from edgekit.platform import module_present
-from edgekit.profile.tasks import bench_task
+from edgekit.tasks import task_for
 
 log = logging.getLogger(__name__)
 PLOTS = ("latency.png", "accuracy_latency.png", "memory.png")
@@ -29,13 +29,13 @@ JETSON_ONLY = ("power_mw", "mj_per_call")  # INA3221 rails: left out of the Mark
 
 def columns(task: str) -> list[str]:
     """CSV/Markdown columns: latency and memory, then the task's accuracy and parity columns, then why not run."""
-    return LATENCY_COLUMNS + [c for c, _, _ in bench_task(task).columns] + ["reason"]
+    return LATENCY_COLUMNS + [c for c, _, _ in task_for(task).columns] + ["reason"]
 
 
 def flat_row(r: dict[str, Any], task: str = "classify") -> dict[str, Any]:
     lat = r.get("latency_ms", {})
     spread = r.get("p50_spread_ms")
-    t = bench_task(task)
+    t = task_for(task)
     return {
         "backend": r["backend"], "precision": r["precision"], "batch": r["batch"], "status": r["status"],
         **{k: lat.get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "n")},
@@ -48,8 +48,8 @@ def flat_row(r: dict[str, Any], task: str = "classify") -> dict[str, Any]:
 
 
 def markdown(report: dict[str, Any], plots: bool = True) -> str:
-    task = bench_task(report.get("task", "classify"))
-    rows = [flat_row(r, task.task) for r in report["results"]]
+    task = task_for(report.get("task", "classify"))
+    rows = [flat_row(r, task.name) for r in report["results"]]
     m = report["machine"]
     n_eval = next((r["accuracy"]["n"] for r in report["results"] if r.get("accuracy")), None)
     ref = next((r["parity"]["reference"] for r in report["results"] if r.get("parity")), None)
@@ -61,10 +61,8 @@ def markdown(report: dict[str, Any], plots: bool = True) -> str:
             "per decoded held-out image. p50_spread_ms is the range of p50 over the repeated runs. "
             + (f"Accuracy: held-out {task.metric_label} on {n_eval} images. " if n_eval else "No held-out accuracy. ")
             + (f"Parity against {ref} on the same inputs: max_rel_err is the outputs' max abs error over their "
-               f"scale; {task.agreement_label}" + (" (same count and classes, every box at IoU >= 0.99 with its "
-               "twin, predict thresholds; mAP_vs_ref scores the detections against the reference's own)"
-               if task.task == "detect" else "") + ".\n\n" if ref else "\n\n"))
-    cols = [c for c in columns(task.task) if c != "reason" and not (c in JETSON_ONLY and all(r[c] is None for r in rows))]
+               f"scale; {task.agreement_label}{task.agreement_note}.\n\n" if ref else "\n\n"))
+    cols = [c for c in columns(task.name) if c != "reason" and not (c in JETSON_ONLY and all(r[c] is None for r in rows))]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         if r["status"] == "ok":
@@ -139,7 +137,7 @@ def plot_all(report: dict[str, Any], folder: Path) -> None:
     ok = [r for r in report["results"] if r["status"] == "ok"]
     if not ok:
         return
-    task = bench_task(report.get("task", "classify"))
+    task = task_for(report.get("task", "classify"))
     labels = [f"{r['backend']}\n{r['precision']} b{r['batch']}" for r in ok]
     colors = {"torch": "#ee4c2c", "onnxrt": "#4c72b0", "trt": "#76b900", "tinygrad": "#8172b3"}
     col = [colors.get(r["backend"], "gray") for r in ok]

@@ -58,10 +58,10 @@ def run_ultralytics_benchmark(model_dir: str | Path, data_yaml: str | Path | Non
     from edgekit.errors import EdgekitError
     from edgekit.manifest import Manifest
     from edgekit.platform import machine_summary
+    from edgekit.tasks import require_framework
 
     manifest = Manifest.load(model_dir)
-    if manifest.task != "detect":
-        raise EdgekitError(f"{model_dir} holds a '{manifest.task}' model: this compares YOLO detectors")
+    require_framework(manifest, "ultralytics", "ultralytics' own benchmark")
     data_yaml = Path(data_yaml or dataset_yaml_for(manifest))
     imgsz = int(manifest.input.shape[2])
     result: dict[str, Any] = {"model_dir": str(model_dir), "data": str(data_yaml), "imgsz": imgsz,

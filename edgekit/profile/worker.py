@@ -1,7 +1,7 @@
 """One benchmark combination in its own process (`python -m edgekit.profile.worker SPEC.json OUT.json`), so
 imports and memory of one backend never mix with another's. Measures cold start (process start to first
 result), inference-only latency, end-to-end latency (decode-free: the task's preprocess + infer + postprocess,
-each stage timed; edgekit.profile.tasks), peak memory, and saves the outputs on the shared held-out inputs:
+each stage timed; edgekit.tasks), peak memory, and saves the outputs on the shared held-out inputs:
 the parent scores accuracy and parity from them, so that work never counts in this process's memory."""
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ import numpy as np  # noqa: E402
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     from edgekit.manifest import Manifest
-    from edgekit.profile.bench import time_runner
+    from edgekit.profile.bench import load_images, time_runner
     from edgekit.profile.memory import nvmap_mb, peak_rss_mb, rss_mb
     from edgekit.profile.power import PowerSampler
-    from edgekit.profile.tasks import bench_task, load_images
     from edgekit.runners import load_runner
+    from edgekit.tasks import task_for
 
     manifest = Manifest.load(spec["model_dir"])
     inputs = np.load(spec["inputs"])  # preprocessed held-out images, float32 [N, C, H, W] (batch 1 each)
@@ -52,7 +52,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         outputs = np.concatenate([runner.infer({name: inputs[i:i + 1]})[out_name] for i in range(len(inputs))])
         np.save(spec["outputs"], outputs)
         if images and batch == 1:
-            result["end_to_end_ms"] = end_to_end(runner, bench_task(manifest.task).pipeline(manifest), images, name,
+            result["end_to_end_ms"] = end_to_end(runner, task_for(manifest).pipeline(manifest), images, name,
                                                  out_name)
         result.update(peak_rss_mb=round(peak_rss_mb(), 1), nvmap_mb=nvmap_mb(), device=runner.device,
                       precision_built=runner.precision, info=getattr(runner, "info", None))

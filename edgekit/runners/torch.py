@@ -19,6 +19,7 @@ import torch
 from edgekit.errors import EdgekitError
 from edgekit.manifest import TensorSpec
 from edgekit.runners.base import Runner
+from edgekit.tasks import task_for
 
 
 class TorchRunner(Runner):
@@ -70,12 +71,9 @@ class TorchRunner(Runner):
 
 
 def build_from_manifest(manifest, weights_path) -> torch.nn.Module:
-    """The manifest's model (per its task) with the weights in `weights_path`, loaded weights_only; eval mode."""
-    builders = {"classify": build_classifier, "detect": build_detector}
-    if manifest.task not in builders:
-        raise EdgekitError(f"the torch runner cannot build a '{manifest.task}' model (it builds: "
-                           f"{', '.join(builders)})")
-    return builders[manifest.task](manifest, weights_path).eval()
+    """The manifest's model (by its task's framework) with the weights in `weights_path`, loaded weights_only;
+    eval mode."""
+    return BUILDERS[task_for(manifest).framework](manifest, weights_path).eval()
 
 
 def build_classifier(manifest, weights_path) -> torch.nn.Module:
@@ -127,6 +125,9 @@ def read_yolo_state(path) -> dict:
 
 def build_detector(manifest, weights_path) -> torch.nn.Module:
     return load_yolo_state(weights_path, nc=len(manifest.labels))
+
+
+BUILDERS = {"torchvision": build_classifier, "ultralytics": build_detector}  # by the task's framework
 
 
 def load_yolo_state(weights_path, *, nc: int | None = None) -> torch.nn.Module:

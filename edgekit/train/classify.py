@@ -123,6 +123,32 @@ def train_classifier(cfg: ClassifyConfig, on_epoch_end: Callable[[int, dict], No
     return summary
 
 
+def seconds_per_step(cfg: ClassifyConfig, steps: int = 3) -> float:
+    """Median seconds of one training step of cfg's network with every layer trainable (the cost of most
+    epochs) on a batch of cfg.batch random images at cfg.imgsz, after one warm-up step: how a time budget
+    becomes epochs on this machine (`edgekit demo`). Costs a few seconds; the model is thrown away."""
+    device = _device(cfg.device, _Dist())
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model, _ = models.build_model(cfg.arch, 10, cfg.pretrained)
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    x = torch.randn(cfg.batch, 3, cfg.imgsz, cfg.imgsz, device=device)
+    y = torch.randint(0, 10, (cfg.batch,), device=device)
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[1:]))
+
+
 def input_spec(cfg: ClassifyConfig) -> InputSpec:
     return InputSpec(name="input", shape=[1, 3, cfg.imgsz, cfg.imgsz], dtype="float32", color="RGB",
                      resize=round(cfg.imgsz / cfg.crop_pct), crop=[cfg.imgsz, cfg.imgsz])

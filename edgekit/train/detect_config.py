@@ -20,6 +20,7 @@ class DetectConfig:
     trust_pickle: bool = False  # required for a --model .pt: ultralytics unpickles it, which runs any code it holds
     imgsz: int = option(320, ge=32, le=4096)  # square training, validation and export size (a multiple of 32)
     epochs: int = option(4, ge=1)  # passes over the training set
+    max_minutes: float = option(0.0, ge=0)  # training time limit (ultralytics' time mode: epochs re-fitted after the first); 0 = --epochs decides
     batch: int = option(16, ge=1)  # images per step
     optimizer: str = option("auto", choices=OPTIMIZERS)  # ultralytics optimizer: auto | SGD | AdamW | Adam | RMSProp | NAdam | RAdam
     lr0: float = option(0.0, ge=0, le=10)  # initial learning rate; 0 = ultralytics' default for the optimizer

@@ -1,9 +1,9 @@
 """YOLO pre- and post-processing without torch or ultralytics (numpy + OpenCV only).
 
 Pre: `letterbox` is ultralytics' LetterBox to the pixel, `to_input` its float input to the bit (RGB, / 255);
-`LetterboxInput` does both in one pass into reused buffers (the camera loop's path). Post: decode of the
-YOLOv8/YOLO11 head `(1, 4+nc, N)` with class-aware NMS (best class, as ultralytics' predict, or multi-label,
-as its val), graphs that already end in NMS (`(1, K, 6)`), and boxes scaled back to the source image.
+`LetterboxInput` does both in one pass into reused buffers (the camera loop's path). Post: the decoder the
+manifest names (edgekit.vision.decoders: YOLOv8/YOLO11, YOLOv5/v7, end-to-end, plug-ins), then boxes scaled
+back to the source image.
 """
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import numpy as np
 
 from edgekit.errors import EdgekitError
 from edgekit.lazy import lazy_import
+from edgekit.vision.decoders import (Decoder, Detections, decode, decode_end2end, decode_yolo,  # noqa: F401 (re-exported)
+                                     nms)
 
 cv2 = lazy_import("cv2")  # imported on first use: `edgekit --help` and `info` work without OpenCV
 
 PAD_VALUE = 114
-MAX_WH = 7680  # class offset for class-aware NMS, as ultralytics
-MAX_NMS = 30000  # boxes into NMS at most
 
 
 @dataclass(frozen=True)
@@ -109,86 +109,20 @@ class LetterboxInput:
         return self.x, self._lb
 
 
-@dataclass
-class Detections:
-    boxes: np.ndarray  # (K, 4) float32 xyxy in source-image pixels
-    scores: np.ndarray  # (K,)
-    classes: np.ndarray  # (K,) int
-
-    def __len__(self) -> int:
-        return len(self.scores)
+def decode_output(pred: np.ndarray, *, decoder: str | Decoder = "yolov8", conf: float = 0.25, iou: float = 0.45,
+                  max_det: int = 300, agnostic: bool = False, multi_label: bool = False) -> Detections:
+    """The model's output decoded by `decoder` (the manifest's `postprocess.decoder`, or a resolved plug-in):
+    never a layout guessed from the shape, which can be wrong ((1, N, 6) is a one-class YOLOv5 head or an NMS'd
+    graph)."""
+    return decode(pred, decoder, conf=conf, iou=iou, max_det=max_det, agnostic=agnostic, multi_label=multi_label)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Greedy NMS; indices kept, highest score first."""
-    order = np.argsort(-scores, kind="stable")
-    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    areas = (x2 - x1) * (y2 - y1)
-    keep = []
-    while order.size:
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
-        h = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
-        inter = w * h
-        order = rest[inter / (areas[i] + areas[rest] - inter + 1e-9) <= iou]
-    return np.asarray(keep, np.int64)
-
-
-def decode_yolo(pred: np.ndarray, *, conf: float = 0.25, iou: float = 0.45, max_det: int = 300,
-                agnostic: bool = False, multi_label: bool = False) -> Detections:
-    """Head output (1, 4+nc, N) (cx, cy, w, h, class scores) -> detections in network-input pixels.
-    `multi_label`: one detection per class scoring above `conf` (ultralytics' val does this), else the
-    best class only (its predict)."""
-    if pred.ndim != 3 or pred.shape[0] != 1 or pred.shape[1] < 5:
-        raise EdgekitError(f"expected a YOLO head output of shape (1, 4+classes, anchors), got {pred.shape}")
-    p = pred[0]
-    nc = p.shape[0] - 4
-    best_score = p[4:].max(0) if nc > 1 else p[4]
-    cand = np.flatnonzero(best_score > conf)  # few survive: everything below touches only these
-    if not cand.size:
-        return _empty()
-    if multi_label and nc > 1:
-        scores = p[4:, cand]
-        cls, k = np.nonzero(scores > conf)
-        score, best, cand = scores[cls, k], cls, cand[k]
-    else:
-        score = best_score[cand]
-        best = p[4:, cand].argmax(0) if nc > 1 else np.zeros(cand.size, np.int64)
-    if score.size > MAX_NMS:
-        top = np.argsort(-score, kind="stable")[:MAX_NMS]
-        score, best, cand = score[top], best[top], cand[top]
-    xywh = p[:4, cand]
-    boxes = np.empty((cand.size, 4), np.float32)
-    half = xywh[2:] / 2
-    boxes[:, 0], boxes[:, 1] = xywh[0] - half[0], xywh[1] - half[1]
-    boxes[:, 2], boxes[:, 3] = xywh[0] + half[0], xywh[1] + half[1]
-    offset = 0 if agnostic or nc == 1 else best[:, None].astype(np.float32) * MAX_WH
-    idx = nms(boxes + offset, score, iou)[:max_det]
-    return Detections(boxes[idx], score[idx].astype(np.float32), best[idx].astype(np.int64))
-
-
-def decode_end2end(pred: np.ndarray, *, conf: float = 0.25, max_det: int = 300) -> Detections:
-    """Graphs that already end in NMS: (1, K, 6) rows of x1, y1, x2, y2, score, class."""
-    if pred.ndim != 3 or pred.shape[0] != 1 or pred.shape[2] != 6:
-        raise EdgekitError(f"expected an end-to-end output of shape (1, K, 6), got {pred.shape}")
-    rows = pred[0][pred[0][:, 4] > conf][:max_det]
-    return Detections(rows[:, :4].astype(np.float32), rows[:, 4].astype(np.float32), rows[:, 5].astype(np.int64))
-
-
-def decode_output(pred: np.ndarray, *, conf: float = 0.25, iou: float = 0.45, max_det: int = 300,
-                  agnostic: bool = False, multi_label: bool = False) -> Detections:
-    """Either head: raw (1, 4+nc, N), or (1, K, 6) from a graph that already ends in NMS."""
-    if pred.ndim == 3 and pred.shape[2] == 6 and pred.shape[1] != 6:
-        return decode_end2end(pred, conf=conf, max_det=max_det)
-    return decode_yolo(pred, conf=conf, iou=iou, max_det=max_det, agnostic=agnostic, multi_label=multi_label)
-
-
-def postprocess(pred: np.ndarray, lb: Letterbox, *, conf: float = 0.25, iou: float = 0.45, max_det: int = 300,
-                agnostic: bool = False) -> Detections:
-    """Model output -> detections in source-image pixels (decode, NMS when needed, undo the letterbox)."""
-    return scale_to_source(decode_output(pred, conf=conf, iou=iou, max_det=max_det, agnostic=agnostic), lb)
+def postprocess(pred: np.ndarray, lb: Letterbox, *, decoder: str | Decoder = "yolov8", conf: float = 0.25,
+                iou: float = 0.45, max_det: int = 300, agnostic: bool = False) -> Detections:
+    """Model output -> detections in source-image pixels (decode, NMS when the layout needs it, undo the
+    letterbox). `decoder`: the manifest's (`manifest.postprocess.decoder`) or a resolved plug-in."""
+    return scale_to_source(decode_output(pred, decoder=decoder, conf=conf, iou=iou, max_det=max_det,
+                                         agnostic=agnostic), lb)
 
 
 def scale_to_source(det: Detections, lb: Letterbox) -> Detections:
@@ -212,5 +146,3 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)  # exact: equal boxes give 1.0
 
 
-def _empty() -> Detections:
-    return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))

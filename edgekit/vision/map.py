@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgekit.vision.decoders import Decoder
 from edgekit.vision.detect import Detections, box_iou, decode_output
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -121,15 +122,15 @@ class DetectionEvaluator:
 
 
 def detection_metric(outputs: np.ndarray, targets: np.ndarray, *, conf: float = 0.001, iou: float = 0.7,
-                     max_det: int = 300) -> dict:
+                     max_det: int = 300, decoder: str | Decoder = "yolov8") -> dict:
     """The accuracy hook of edgekit.export.accuracy (`Metric`): model outputs [N, 4+nc, A] (or [N, K, 6]) and
     targets, an object array of N float32 [k, 5] rows (class, x1, y1, x2, y2) in network-input pixels (what
     edgekit.data.yolo.detection_inputs builds). Returns {"metric": "mAP50-95", "value", "n", "mAP50", ...}.
     Thresholds are ultralytics val's (conf 0.001, NMS IoU 0.7, multi-label)."""
     ev = DetectionEvaluator()
     for i in range(len(outputs)):
-        det = decode_output(outputs[i:i + 1].astype(np.float32, copy=False), conf=conf, iou=iou, max_det=max_det,
-                         multi_label=True)
+        det = decode_output(outputs[i:i + 1].astype(np.float32, copy=False), decoder=decoder, conf=conf, iou=iou,
+                            max_det=max_det, multi_label=True)
         gt = np.asarray(targets[i], np.float32).reshape(-1, 5)
         ev.add(det, gt[:, 0].astype(np.int64), gt[:, 1:])
     r = ev.result()
@@ -138,14 +139,18 @@ def detection_metric(outputs: np.ndarray, targets: np.ndarray, *, conf: float = 
 
 
 def compare_detections(ref: np.ndarray, test: np.ndarray, *, conf: float = 0.25, iou: float = 0.7,
-                       min_box_iou: float = 0.99) -> dict:
+                       min_box_iou: float = 0.99, decoder: str | Decoder = "yolov8",
+                       ref_decoder: str | Decoder | None = None) -> dict:
     """Parity of two detectors' outputs [N, ...] (e.g. PyTorch vs ONNX, FP32 vs FP16) as detections, the
     detection counterpart of top-1 agreement: an image agrees when both give the same number of boxes, the
-    same classes, and every box matches its twin one-to-one at IoU >= min_box_iou (predict thresholds)."""
+    same classes, and every box matches its twin one-to-one at IoU >= min_box_iou (predict thresholds).
+    `decoder` reads `test`, `ref_decoder` (default: the same) reads `ref`: a graph ending in NMS against its
+    PyTorch model's raw head."""
     agree, worst, counts = 0, 1.0, []
+    ref_decoder = decoder if ref_decoder is None else ref_decoder
     for i in range(len(ref)):
-        a = decode_output(ref[i:i + 1].astype(np.float32, copy=False), conf=conf, iou=iou)
-        b = decode_output(test[i:i + 1].astype(np.float32, copy=False), conf=conf, iou=iou)
+        a = decode_output(ref[i:i + 1].astype(np.float32, copy=False), decoder=ref_decoder, conf=conf, iou=iou)
+        b = decode_output(test[i:i + 1].astype(np.float32, copy=False), decoder=decoder, conf=conf, iou=iou)
         counts.append([len(a), len(b)])
         same, image_iou = len(a) == len(b), 1.0
         if same and len(a):
@@ -159,7 +164,8 @@ def compare_detections(ref: np.ndarray, test: np.ndarray, *, conf: float = 0.25,
             "detections_per_image": counts, "thresholds": {"conf": conf, "iou": iou, "min_box_iou": min_box_iou}}
 
 
-def detection_agreement(ref: np.ndarray, test: np.ndarray, *, conf: float = 0.25, iou: float = 0.7) -> float:
+def detection_agreement(ref: np.ndarray, test: np.ndarray, *, conf: float = 0.25, iou: float = 0.7,
+                        decoder: str | Decoder = "yolov8") -> float:
     """Label-free agreement of a reduced-precision detector with its reference, in [0, 1]: the mAP50-95 of
     `test`'s detections (val thresholds) scored against `ref`'s own detections at predict thresholds
     (conf >= `conf`) taken as ground truth, divided by the reference's score against itself (0.995 where it
@@ -169,9 +175,9 @@ def detection_agreement(ref: np.ndarray, test: np.ndarray, *, conf: float = 0.25
     ev, own = DetectionEvaluator(), DetectionEvaluator()
     for i in range(len(ref)):
         r = ref[i:i + 1].astype(np.float32, copy=False)
-        truth = decode_output(r, conf=conf, iou=iou)
-        ev.add(decode_output(test[i:i + 1].astype(np.float32, copy=False), conf=0.001, iou=iou, multi_label=True),
-               truth.classes, truth.boxes)
-        own.add(decode_output(r, conf=0.001, iou=iou, multi_label=True), truth.classes, truth.boxes)
+        truth = decode_output(r, decoder=decoder, conf=conf, iou=iou)
+        ev.add(decode_output(test[i:i + 1].astype(np.float32, copy=False), decoder=decoder, conf=0.001, iou=iou,
+                             multi_label=True), truth.classes, truth.boxes)
+        own.add(decode_output(r, decoder=decoder, conf=0.001, iou=iou, multi_label=True), truth.classes, truth.boxes)
     ceiling = own.result()["mAP50-95"]
     return float(min(ev.result()["mAP50-95"] / ceiling, 1.0)) if ceiling > 0 else 1.0

@@ -40,8 +40,7 @@ def test_calibration_batches_are_real_training_images_preprocessed_by_the_manife
 
 
 def test_calibration_uses_the_same_images_as_the_onnx_int8_export(digits_manifest, digits_imagefolder):
-    from edgekit.export.accuracy import train_split
-    from edgekit.export.calibration import split_train
+    from edgekit.tasks.classify import split_train, train_split
 
     train, root = train_split(digits_manifest)
     calib, _ = split_train(digits_manifest, train, root, 12, 1, seed=0)
@@ -65,7 +64,7 @@ def test_calibration_errors_say_what_to_pass(digits_manifest, tmp_path):
     with pytest.raises(EdgekitError, match="at least one batch of 16 images, got 12"):
         calibration_batches_for(digits_manifest, batch_size=16, images=12)
     with pytest.raises(EdgekitError, match="at least 1"):
-        CalibrationBatches([], digits_manifest.input, 0)
+        CalibrationBatches([], digits_manifest, 0)
     digits_manifest.source["dataset"]["root"] = str(tmp_path / "gone")
     with pytest.raises(EdgekitError, match="--data DIR"):
         calibration_batches_for(digits_manifest, batch_size=4)
@@ -131,7 +130,7 @@ def test_an_error_inside_get_batch_fails_the_build_with_the_real_error(digits_ma
 
     paths = [Path(shutil.copy(p, tmp_path / f"{i}.png")) for i, p in
              enumerate(calibration_batches_for(digits_manifest, batch_size=4, images=12).paths)]
-    batches = CalibrationBatches(paths, digits_manifest.input, 4)
+    batches = CalibrationBatches(paths, digits_manifest, 4)
     paths[6].write_bytes(b"not an image any more")
     cal, api = _calibrator(batches, tmp_path)
     assert cal.get_batch(["input"]) == [0xD0]
@@ -152,3 +151,32 @@ def test_an_error_inside_get_batch_fails_the_build_with_the_real_error(digits_ma
     assert feed.next_batch() == [0xD0] and feed.next_batch() is None
     with pytest.raises(EdgekitError, match="after 4 images, so nothing was built: MemoryError: cannot allocate"):
         feed.raise_if_failed()
+
+
+# ---- a detector: the task's letterboxed training images, the ones the ONNX INT8 export calibrates on ----------
+def test_detector_calibration_batches_are_letterboxed_training_images(tiny_yolo_dir, tiny_yolo_wide_data):
+    """`edgekit export DETECTOR --to trt --precision int8` (weak typing) calibrated on classifier inputs: the
+    ImageFolder train split (no such thing: an error after the ONNX work) through resize + crop."""
+    from edgekit.data.yolo import detection_train_split
+    from edgekit.vision.detect import LetterboxInput
+
+    m = Manifest.load(tiny_yolo_dir)
+    batches = calibration_batches_for(m, batch_size=2, images=4, seed=1, dataset=tiny_yolo_wide_data)
+    root = tiny_yolo_wide_data.parent.resolve()
+    assert batches.shape == (2, 3, 64, 64) and len(batches) == 2 and Path(batches.root) == root
+    assert all(p.resolve().parent == root / "images" / "train" for p in batches.paths)  # never held-out images
+    got = np.concatenate(list(batches))
+    images = [read_image(p) for p in batches.paths]
+    assert all(img.shape[0] < img.shape[1] for img in images)  # wide: letterboxing pads them
+    lb = LetterboxInput((64, 64))
+    np.testing.assert_array_equal(got, np.concatenate([lb(img)[0].copy() for img in images]))
+    assert not np.allclose(got, batch_classify(images, m.input), atol=0.05)  # not a classifier's resize + crop
+    calib, _ = detection_train_split(m, tiny_yolo_wide_data, n=4, minimum=1, seed=1, n_tune=0)
+    assert [p.name for p in batches.paths] == [Path(p).name for p in calib.paths]  # the ONNX INT8 export's images
+    np.testing.assert_array_equal(got, calib.x)
+    fingerprint = batches.fingerprint()
+    assert calibration_batches_for(m, batch_size=2, images=4, seed=1,
+                                   dataset=tiny_yolo_wide_data).fingerprint() == fingerprint
+    m.input.shape = [1, 3, 64, 96]  # another letterbox size: other inputs, another calibration table
+    assert calibration_batches_for(m, batch_size=2, images=4, seed=1,
+                                   dataset=tiny_yolo_wide_data).fingerprint() != fingerprint

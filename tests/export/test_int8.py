@@ -13,6 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto
 
+from edgekit.data.inputs import CalibrationSet
 from edgekit.errors import EdgekitError
 from edgekit.export import calibration
 from edgekit.export.int8 import Int8ExportConfig, int8_from_onnx
@@ -269,7 +270,7 @@ def imbalanced(tmp_path):
     _imbalanced_convs(src)
     x = np.random.default_rng(0).standard_normal((48, 1, 3, 16, 16)).astype(np.float32)
     key = calibration.cache_key("test", False, "minmax", {"symmetric": False}, "x")
-    cset = calibration.CalibrationSet(x[:, 0], np.zeros(48, np.int64), [], str(tmp_path), "x")
+    cset = CalibrationSet(x[:, 0], np.zeros(48, np.int64), [], str(tmp_path), "x")
     cache, _ = calibration.calibrate(src, cset, key, tmp_path / "calibration", input_name="input")
     return src, cache, x[:16]
 

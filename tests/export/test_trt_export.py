@@ -413,3 +413,64 @@ def test_a_corrupt_timing_cache_is_rebuilt_with_a_warning(tmp_path, caplog):
     path.write_bytes(b"TRTC good")
     assert _load_timing_cache(BuilderConfig(), path) == "cache #1"
     assert _load_timing_cache(BuilderConfig(), None) is None
+
+
+# ---- a detector's engine check: letterboxed held-out images, box-level parity (the task's) ---------------------
+def _ort_as_engine(onnx_path: Path, name: str, fed: list, shift_px: float = 0.0):
+    """The TensorRT runner's place filled by ONNX Runtime on the same file (TensorRT is not here): it records
+    what it is fed, and may move every box `shift_px` pixels right (an engine that decodes boxes wrongly)."""
+    from edgekit.runners.onnxrt import OnnxrtRunner
+
+    class OrtEngine(OnnxrtRunner):
+        def __init__(self, engine, **options):
+            super().__init__(onnx_path)
+
+        def _infer(self, feed):
+            fed.append(feed[name].copy())
+            out = super()._infer(feed)
+            for v in out.values():
+                v[:, 0] += shift_px  # (1, 4+nc, N): row 0 is every anchor's box centre x
+            return out
+
+    return OrtEngine
+
+
+def test_detector_engine_check_feeds_letterboxed_val_images_and_compares_boxes(tiny_yolo_dir, tiny_yolo_wide_data,
+                                                                              monkeypatch):
+    """`edgekit export DETECTOR --to trt` built the engine, then checked it on classifier inputs (heldout_for on
+    an ImageFolder): it failed after the build. The check now takes the task's held-out inputs and parity."""
+    from edgekit.data.imagefolder import read_image
+    from edgekit.data.yolo import load_split, read_dataset_yaml
+    from edgekit.export import trt as trt_export
+    from edgekit.runners import trt as trt_runner
+    from edgekit.vision.detect import LetterboxInput
+
+    manifest = Manifest.load(tiny_yolo_dir)
+    onnx_path = manifest.artifact_path(manifest.find_artifact("onnxrt", "fp32"))
+    fed: list[np.ndarray] = []
+    monkeypatch.setattr(trt_runner, "TrtRunner", _ort_as_engine(onnx_path, manifest.input.name, fed))
+    cfg = TrtBuildConfig(check_images=6, data=str(tiny_yolo_wide_data))
+    r = trt_export._check_against_onnxrt(manifest, onnx_path, "fp32", cfg)
+
+    val = load_split(read_dataset_yaml(tiny_yolo_wide_data), "val", limit=6)
+    images = [read_image(p) for p in val.paths]
+    assert all(img.shape[0] < img.shape[1] for img in images)  # wide: letterboxing pads them
+    lb = LetterboxInput((64, 64))
+    np.testing.assert_array_equal(np.concatenate(fed), np.concatenate([lb(img)[0].copy() for img in images]))
+    assert r["passed"] and r["images"] == 6 and r["min_agreement"] == 0.99
+    assert r["detections_agreement"] == 1.0 and r["agreement"] == 1.0 and r["max_rel"] == 0.0
+    assert "min_box_iou" in r and "top1_agreement" not in r  # boxes, not an argmax over a flattened head
+
+
+def test_detector_engine_whose_boxes_moved_is_refused_on_box_parity(tiny_yolo_dir, tiny_yolo_wide_data,
+                                                                   monkeypatch):
+    from edgekit.export import trt as trt_export
+    from edgekit.runners import trt as trt_runner
+
+    manifest = Manifest.load(tiny_yolo_dir)
+    onnx_path = manifest.artifact_path(manifest.find_artifact("onnxrt", "fp32"))
+    monkeypatch.setattr(trt_runner, "TrtRunner", _ort_as_engine(onnx_path, manifest.input.name, [], shift_px=4.0))
+    cfg = TrtBuildConfig(check_images=6, data=str(tiny_yolo_wide_data))
+    with pytest.raises(EdgekitError, match=r"the fp16 engine disagrees with ONNX Runtime: mAP50-95 against FP32's "
+                                           r"detections \d+\.\d+% \(needs 95%\).*nothing written"):
+        trt_export._check_against_onnxrt(manifest, onnx_path, "fp16", cfg)

@@ -25,14 +25,14 @@ for _k, _v in {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0",
 IMGSZ = 320
 
 
-def _detections(onnx_file, images, conf=0.25):
+def _detections(onnx_file, images, conf=0.25, decoder="yolov8"):
     from edgekit.export.accuracy import run_onnx
     from edgekit.vision.detect import LetterboxInput, postprocess
 
     pre, out = LetterboxInput((IMGSZ, IMGSZ)), []
     for img in images:
         x, lb = pre(img)
-        out.append(postprocess(run_onnx(onnx_file, x, input_name="images"), lb, conf=conf, iou=0.7))
+        out.append(postprocess(run_onnx(onnx_file, x, input_name="images"), lb, decoder=decoder, conf=conf, iou=0.7))
     return out
 
 
@@ -122,9 +122,10 @@ def test_graph_ending_in_nms_gives_the_same_boxes(torch_dir, exported, tmp_path)
     art = onnx_from_yolo(d, YoloExportConfig(nms=True))
     m = Manifest.load(d)
     assert [o.shape for o in m.outputs] == [[1, 300, 6]] and art.options["nms"] is True
+    assert m.postprocess.decoder == "end2end" and Manifest.load(exported).postprocess.decoder == "yolov8"
     assert art.parity["passed"] and art.parity["detections_agreement"] == 1.0
     images = sample_images()
-    end2end = _detections(d / "model.onnx", images)
+    end2end = _detections(d / "model.onnx", images, decoder=m.postprocess.decoder)
     raw = _detections(exported / "model.onnx", images)
     for a, b in zip(end2end, raw):
         assert len(a) == len(b) > 0
@@ -178,7 +179,8 @@ def test_int8_quantization_of_the_export_with_calibration_from_the_dataset(expor
     from edgekit.data.yolo import detection_calibration
     from edgekit.export import calibration as cal
     from edgekit.export.qdq import QuantSettings, prepare, quantize_qdq
-    from edgekit.export.yolo import head_float_nodes, sample_images
+    from edgekit.export.yolo import sample_images
+    from edgekit.tasks.detect import head_float_nodes
     from edgekit.vision.detect import box_iou
 
     m = Manifest.load(exported)
@@ -213,7 +215,8 @@ def test_int8_and_fp16_exports_of_a_detector_score_map_and_keep_the_head_float(e
     import onnx
 
     from edgekit.cli import main
-    from edgekit.export.yolo import head_float_nodes, sample_images
+    from edgekit.export.yolo import sample_images
+    from edgekit.tasks.detect import head_float_nodes
     from edgekit.vision.detect import box_iou
 
     d = Path(shutil.copytree(exported, tmp_path / "det"))

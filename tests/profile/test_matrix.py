@@ -126,6 +126,18 @@ def test_skip_leaves_a_pair_out_with_its_reason_and_rejects_a_malformed_pair(mod
         run_matrix(BenchConfig(model_dir=str(model_dir), backends="onnxrt", precisions="fp32", skip="tinygrad"))
 
 
+def test_max_seconds_lists_the_combinations_that_would_start_too_late(model_dir, monkeypatch):
+    """--max-seconds: the first combination always runs; one that would start after the limit is listed as not
+    run, with the reason (the clock is driven by the test: 0 s at the start, 100 s after the first run)."""
+    clock = iter([0.0, 0.0, 100.0, 100.0, 100.0])
+    monkeypatch.setattr(matrix, "_now", lambda: next(clock))
+    cfg = BenchConfig(model_dir=str(model_dir), backends="onnxrt,torch", precisions="fp32", warmup=1, iters=2,
+                      eval_images=4, max_seconds=30)
+    rows = run_matrix(cfg)["results"]
+    assert [(r["backend"], r["status"]) for r in rows] == [("onnxrt", "ok"), ("torch", "skipped")]
+    assert "--max-seconds 30" in rows[1]["reason"]
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(iters=0), "--iters must be >= 1"), (dict(eval_images=-3), "--eval-images must be >= 0"),
     (dict(batch="0"), "batch sizes from 1 to 4096"), (dict(data="EMPTY"), "holds no images"),

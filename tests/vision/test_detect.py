@@ -129,7 +129,7 @@ def test_end_to_end_output_rows_are_taken_as_they_are():
     det = decode_end2end(pred, conf=0.25)
     np.testing.assert_array_equal(det.boxes, [[1, 2, 3, 4]])
     assert det.classes.tolist() == [1]
-    assert len(decode_output(pred, conf=0.1)) == 2  # the (1, K, 6) shape is recognised
+    assert len(decode_output(pred, decoder="end2end", conf=0.1)) == 2
 
 
 def test_scale_to_source_undoes_the_letterbox_and_clips():

@@ -183,6 +183,6 @@ def test_detection_metric_on_end_to_end_outputs():
     targets = np.empty(2, dtype=object)
     targets[0] = np.array([[0, 0, 0, 10, 10]], np.float32)
     targets[1] = np.zeros((0, 5), np.float32)  # a background image: its box is a false positive
-    m = detection_metric(out, targets)
+    m = detection_metric(out, targets, decoder="end2end")
     assert m["n"] == 2 and m["instances"] == 1
     assert 0.5 <= m["mAP50"] <= 1.0
