@@ -137,7 +137,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     pre = (f"{i.resize_mode} to {i.crop[0]}x{i.crop[1]}" + (f" (shorter side {i.resize})" if i.resize_mode ==
            "resize_crop" else "") + f", {i.color}, {i.layout}, x{i.scale:.6g}, mean {i.mean}, std {i.std}")
     print(f"imported {cfg.source} as a {m.task} model ({len(m.labels)} classes) into {cfg.out}: input '{i.name}' "
-          f"{i.shape}, {pre}" + (f", decoder {m.source['decoder']}" if m.source.get("decoder") else ""))
+          f"{i.shape}, {pre}" + (f", decoder {m.postprocess.decoder}" if m.postprocess else ""))
     if imp.get("given"):
         print("  given: " + "; ".join(f"{k} = {v}" for k, v in imp["given"].items()))
     origins: dict[str, list[str]] = {}

@@ -23,7 +23,7 @@ from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_dir, atomic_write_bytes, atomic_write_text, sha256_file
 from edgekit.imports.config import ImportConfig, floats, sizes
 from edgekit.imports.labels import check_count, metadata_names, read_labels
-from edgekit.manifest import InputSpec, Manifest, TensorSpec
+from edgekit.manifest import DECODERS, InputSpec, Manifest, Postprocess, TensorSpec
 from edgekit.platform import machine_summary
 
 log = logging.getLogger(__name__)
@@ -175,18 +175,38 @@ def resolve_labels(cfg: ImportConfig, meta: dict, classes: int | None, source: s
 
 
 def detect_decoder(cfg: ImportConfig, outputs: dict[str, np.ndarray], meta: dict, labels_n: int | None,
-                   source: str) -> tuple[str, int]:
-    """(decoder name, number of classes) of a detector's output. The YOLOv8/YOLO11 layout (1, 4+nc, N) for
-    now; edgekit.vision.decoders (YOLOv5, end-to-end, plug-ins) replaces this when it lands."""
-    shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in outputs.items())
-    if cfg.decoder and cfg.decoder != "yolov8":
-        raise EdgekitError(f"--decoder {cfg.decoder}: this edgekit decodes the yolov8 layout (1, 4+classes, anchors) "
-                           "only")
-    out = next(iter(outputs.values()))
-    if len(outputs) == 1 and out.ndim == 3 and out.shape[0] == 1 and 5 <= out.shape[1] < out.shape[2]:
-        return "yolov8", int(out.shape[1]) - 4
-    raise EdgekitError(f"{source}: no decoder matches the output {shapes} (yolov8 expects (1, 4+classes, anchors)); "
-                       "pass --decoder NAME")
+                   source: str) -> tuple[str, int | None]:
+    """(decoder, number of classes the output implies, None when it does not say: end2end, plug-ins) of a
+    detector, from edgekit.vision.decoders.choose_decoder (never a guess: ambiguous or unmatched is an error
+    naming --decoder). A label count that only the shape contradicts is reported as that."""
+    from edgekit.vision.decoders import choose_decoder
+
+    shape = list(next(iter(outputs.values())).shape)
+    if len(outputs) != 1 and not (cfg.decoder and cfg.decoder not in DECODERS):
+        shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in outputs.items())
+        raise EdgekitError(f"{source} has {len(outputs)} outputs ({shapes}): the built-in decoders read one; pass "
+                           "--decoder module.path:function (an installed plug-in)")
+    try:
+        decoder = choose_decoder(shape, labels_n, meta, cfg.decoder or None)
+    except EdgekitError as e:
+        if labels_n is None:
+            raise EdgekitError(f"{source}: {e}") from None
+        classes = None  # does the shape fit the metadata's class count, or no count? then the labels are wrong
+        for n in dict.fromkeys([len(metadata_names(meta.get("names", "")) or []) or None, None]):
+            try:
+                classes = _classes(choose_decoder(shape, n, meta, cfg.decoder or None), shape)
+                break
+            except EdgekitError:
+                continue
+        if classes is None:
+            raise EdgekitError(f"{source}: {e}") from None
+        raise EdgekitError(f"{labels_n} class names but {source}'s output {shape} holds {classes} classes: pass "
+                           f"--labels with {classes} names (one per output class, in order)") from None
+    return decoder, _classes(decoder, shape)
+
+
+def _classes(decoder: str, shape: list[int]) -> int | None:
+    return {"yolov8": shape[1] - 4, "yolov5": shape[2] - 5}.get(decoder) if len(shape) == 3 else None
 
 
 def build_input_spec(cfg: ImportConfig, task: str, name: str, dims: list, layout: str, hw: list[int],
@@ -247,7 +267,8 @@ def import_onnx(source: str | Path, out: str | Path, cfg: ImportConfig) -> Manif
         feed = [1, 3, *hw] if layout == "NCHW" else [1, *hw, 3]
         outputs = probe_outputs(tmp / ONNX_FILE, name, feed, source)
         task, task_from = resolve_task(cfg, meta, outputs, source)
-        decoder, classes = (detect_decoder(cfg, outputs, meta, None, source) if task == "detect"
+        named = len(read_labels(cfg.labels)) if cfg.labels else len(metadata_names(meta.get("names", "")) or []) or None
+        decoder, classes = (detect_decoder(cfg, outputs, meta, named, source) if task == "detect"
                             else (None, _classifier_classes(outputs, source)))
         labels, labels_from = resolve_labels(cfg, meta, classes, source)
         spec, where = build_input_spec(cfg, task, name, dims, layout, hw, meta)
@@ -255,25 +276,25 @@ def import_onnx(source: str | Path, out: str | Path, cfg: ImportConfig) -> Manif
                                 str(v.dtype)) for k, v in outputs.items()]
         inferred = {"task": task_from, "labels": labels_from, "input_hw": hw_from, **where}
         if decoder:
-            inferred["decoder"] = "given" if cfg.decoder else "output shape"
+            inferred["decoder"] = "given" if cfg.decoder else "output shape and metadata (choose_decoder)"
         src = {"format": "onnx", "imported_from": str(Path(source).resolve()), "sha256": sha256_file(source),
                "onnx_metadata": meta, "input_dims_fixed": fixed,
                "import": {"given": cfg.given(), "inferred": {k: v for k, v in inferred.items() if v != "given"}},
                "machine": machine_summary()}
-        if decoder:
-            src["decoder"] = decoder
         if cfg.data:
             src["dataset"] = _dataset(cfg.data, labels)
-        manifest = Manifest(name=Path(out).name, task=task, labels=labels, input=spec, outputs=out_specs, source=src)
+        manifest = Manifest(name=Path(out).name, task=task, labels=labels, input=spec, outputs=out_specs, source=src,
+                            postprocess=Postprocess(decoder=decoder) if decoder else None)
         atomic_write_text(tmp / "labels.txt", "\n".join(labels) + "\n")
         manifest.save(tmp)
         opts: dict[str, Any] = {"imported": "input height/width fixed to the size above" if fixed else "copied unchanged",
                                 "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                                               None)}
-        if task == "detect":
-            from edgekit.export.yolo import head_float_nodes
+        from edgekit.tasks import task_for
 
-            opts["int8_float_nodes"] = head_float_nodes(onnx.load(str(tmp / ONNX_FILE)))
+        float_nodes = task_for(manifest).float_nodes(onnx.load(str(tmp / ONNX_FILE)))  # a YOLO head stays float
+        if float_nodes:
+            opts["int8_float_nodes"] = float_nodes
         manifest.add_artifact("onnxrt", ONNX_FILE, "fp32", built_from=str(Path(source).resolve()),
                               built_on=machine_summary(), options=opts)
         manifest.save(tmp)

@@ -21,7 +21,7 @@ from edgekit.errors import EdgekitError
 from edgekit.fileio import atomic_dir, atomic_write_json, atomic_write_text, sha256_file
 from edgekit.imports.config import ImportConfig
 from edgekit.imports.labels import check_count, read_labels
-from edgekit.manifest import Manifest, TensorSpec
+from edgekit.manifest import Manifest, Postprocess, TensorSpec
 from edgekit.platform import machine_summary
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def import_ultralytics(source: str | Path, out: str | Path, cfg: ImportConfig) -
                                                 f"default ({DEFAULT_IMGSZ}: the checkpoint does not record it)")
         source_info = {"format": "ultralytics .pt", "imported_from": str(Path(pt).resolve()), "sha256": info["sha256"],
                        "arch": info["arch"], "framework": f"ultralytics {info['ultralytics']}",
-                       "strides": info["strides"], "parameters": info["parameters"], "decoder": "yolov8",
+                       "strides": info["strides"], "parameters": info["parameters"],
                        "import": {"given": cfg.given(), "inferred": {k: v for k, v in (
                            ("task", "checkpoint (task)"), ("labels", labels_from), ("imgsz", imgsz_from),
                            ("preprocessing", "ultralytics (letterbox, RGB, / 255)")) if v != "given"}},
@@ -74,7 +74,7 @@ def import_ultralytics(source: str | Path, out: str | Path, cfg: ImportConfig) -
             source_info["dataset"] = _dataset(cfg.data, labels)
         manifest = Manifest(name=Path(out).name, task="detect", labels=labels, input=input_spec(imgsz),
                             outputs=[TensorSpec("output0", [1, 4 + nc, anchors(imgsz, info["strides"])])],
-                            source=source_info)
+                            source=source_info, postprocess=Postprocess(decoder="yolov8"))
         atomic_write_text(tmp / "labels.txt", "\n".join(labels) + "\n")
         manifest.save(tmp)
         manifest.add_artifact("torch", STATE_FILE, "fp32", built_from=str(Path(pt).resolve()),

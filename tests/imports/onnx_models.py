@@ -1,5 +1,5 @@
 """Tiny ONNX graphs built with onnx.helper (no torch): a classifier with a dynamic input size, a graph whose input
-is not an image, and a 'detector' whose output no decoder matches."""
+is not an image, and graphs whose output has any layout."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,14 +42,14 @@ def not_an_image(path: Path) -> Path:
                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], [], path)
 
 
-def odd_detector(path: Path) -> Path:
-    """(1, 3, 8, 8) -> (1, 24, 8): three dimensions, more rows than columns (no YOLO layout)."""
+def reshaped(path: Path, shape: tuple[int, ...]) -> Path:
+    """(1, 3, 8, 8) -> `shape` (192 values): an output of any layout, for the decoder choice."""
     from onnx import TensorProto, helper, numpy_helper
 
-    shape = numpy_helper.from_array(np.array([1, 24, 8], np.int64), "shape")
+    target = numpy_helper.from_array(np.array(shape, np.int64), "shape")
     return _save([helper.make_node("Reshape", ["x", "shape"], ["y"])],
                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 8])], [shape], path)
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))], [target], path)
 
 
 def strip_metadata(src: Path, dst: Path) -> Path:

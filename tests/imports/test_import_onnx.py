@@ -16,7 +16,7 @@ from edgekit.imports import ImportConfig, import_model
 from edgekit.manifest import Manifest
 from edgekit.runners import load_runner
 
-from onnx_models import classifier, not_an_image, odd_detector, strip_metadata
+from onnx_models import classifier, not_an_image, reshaped, strip_metadata
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -51,7 +51,7 @@ def test_ultralytics_onnx_reads_task_labels_and_preprocessing(tiny_onnx, tmp_pat
     assert (i.name, i.shape, i.layout, i.color, i.resize_mode) == ("images", [1, 3, 64, 64], "NCHW", "RGB", "letterbox")
     assert (i.mean, i.std) == ([0.0] * 3, [1.0] * 3) and i.scale == pytest.approx(1 / 255)
     assert [o.shape for o in m.outputs] == [[1, 5, 84]]
-    assert m.source["decoder"] == "yolov8" and m.source["onnx_metadata"]["task"] == "detect"
+    assert m.postprocess.decoder == "yolov8" and m.source["onnx_metadata"]["task"] == "detect"
     inferred = m.source["import"]["inferred"]
     assert inferred["task"] == "ultralytics metadata (task)" and inferred["input_hw"] == "graph"
     assert inferred["labels"] == "ultralytics metadata (names)" and m.source["import"]["given"] == {}
@@ -77,7 +77,9 @@ def test_without_metadata_labels_come_from_a_file(tiny_onnx, tmp_path):
         assert m.labels == ["digit"] and m.task == "detect" and m.input.resize_mode == "letterbox"
         assert m.source["import"]["given"] == {"labels": str(tmp_path / name)}
         assert "YOLO's preprocessing" in m.source["import"]["inferred"]["resize_mode"]
-    m = import_model(bare, tmp_path / "numbered", ImportConfig())
+    with pytest.raises(EdgekitError, match="more than one layout.*--decoder"):  # yolov8 x 1 class or yolov5 x 79
+        import_model(bare, tmp_path / "unnamed", ImportConfig())
+    m = import_model(bare, tmp_path / "numbered", ImportConfig(decoder="yolov8"))
     assert m.labels == ["0"] and m.source["import"]["inferred"]["labels"].startswith("numbered")
 
 
@@ -130,7 +132,8 @@ def test_wrong_input_is_one_line(case, tiny_onnx, tmp_path, capsys):
         (tmp_path / "l.txt").write_text("a\nb\nc\n")
         args, expect = ["--labels", str(tmp_path / "l.txt")], "3 class names but"
     elif case == "no-decoder":
-        src, args, expect = odd_detector(tmp_path / "odd.onnx"), ["--task", "detect"], "no decoder matches"
+        src, args = reshaped(tmp_path / "odd.onnx", (1, 3, 8, 8)), ["--task", "detect"]
+        expect = "no built-in decoder fits"
     elif case == "bgr-detector":
         src, args, expect = tiny_onnx, ["--bgr"], "letterboxed NCHW RGB"
     else:
@@ -138,6 +141,28 @@ def test_wrong_input_is_one_line(case, tiny_onnx, tmp_path, capsys):
     rc, _, err = run_cli(["import", str(src), "--out", str(out), *args], capsys)
     assert expect in one_line_error(rc, err)
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # nothing half-made
+
+
+def test_decoder_from_the_shape_or_given(tmp_path, capsys):
+    """(1, 24, 8) is a yolov8 head of 20 classes or a yolov5 head of 3: refused without --decoder, never guessed."""
+    src = reshaped(tmp_path / "amb.onnx", (1, 24, 8))
+    rc, _, err = run_cli(["import", str(src), "--out", str(tmp_path / "a"), "--task", "detect"], capsys)
+    assert "--decoder" in one_line_error(rc, err) and "more than one layout" in err
+    (tmp_path / "three.txt").write_text("a\nb\nc\n")
+    m = import_model(src, tmp_path / "b", ImportConfig(task="detect", decoder="yolov5",
+                                                         labels=str(tmp_path / "three.txt")))
+    assert m.postprocess.decoder == "yolov5" and m.labels == ["a", "b", "c"]
+    assert m.source["import"]["given"]["decoder"] == "yolov5"
+    (tmp_path / "four.txt").write_text("a\nb\nc\nd\n")
+    rc, _, err = run_cli(["import", str(src), "--out", str(tmp_path / "c"), "--task", "detect", "--decoder", "yolov5",
+                          "--labels", str(tmp_path / "four.txt")], capsys)
+    assert "4 class names but" in one_line_error(rc, err) and "3 classes" in err
+    e2e = reshaped(tmp_path / "e2e.onnx", (1, 32, 6))  # end2end rows: the class count is not in the shape
+    rc, _, err = run_cli(["import", str(e2e), "--out", str(tmp_path / "d"), "--task", "detect", "--decoder", "end2end"],
+                         capsys)
+    assert "--labels" in one_line_error(rc, err)
+    m = import_model(e2e, tmp_path / "e", ImportConfig(task="detect", decoder="end2end", labels=str(tmp_path / "four.txt")))
+    assert (m.postprocess.decoder, len(m.labels)) == ("end2end", 4)
 
 
 def test_model_file_where_a_directory_is_expected(tiny_onnx, tmp_path, capsys):

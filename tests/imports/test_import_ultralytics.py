@@ -34,7 +34,7 @@ def test_pt_detector_imported_in_a_child_process(tiny_yolo_dir, tmp_path, monkey
     assert (m.task, m.labels, m.input.shape, m.input.resize_mode) == ("detect", ["digit"], [1, 3, 64, 64], "letterbox")
     assert m.source["import"]["inferred"]["imgsz"] == "checkpoint (train_args.imgsz)"
     assert m.source["import"]["given"] == {"labels": str(tmp_path / "names.yaml")}
-    assert m.source["imported_from"] == str(pt.resolve()) and m.source["decoder"] == "yolov8"
+    assert m.source["imported_from"] == str(pt.resolve()) and m.postprocess.decoder == "yolov8"
     torch_art, onnx_art = m.find_artifact("torch", "fp32"), m.find_artifact("onnxrt", "fp32")
     assert torch_art.path == "model_state.pt" and torch_art.parity["max_rel"] <= 1e-4
     p = onnx_art.parity  # train detect's checks: raw outputs and boxes against ultralytics' PyTorch model

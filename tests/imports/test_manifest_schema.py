@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.manifest import Artifact, InputSpec, Manifest, TensorSpec
+from edgekit.manifest import Artifact, InputSpec, Manifest, Postprocess, TensorSpec
 
 jsonschema = pytest.importorskip("jsonschema")
 SCHEMA = json.loads((Path(__file__).parents[2] / "edgekit" / "manifest.schema.json").read_text())
@@ -22,7 +22,8 @@ def _validate(model_dir: Path) -> None:
 def test_schema_properties_are_the_dataclass_fields():
     defs = SCHEMA["$defs"]
     for cls, props in ((Manifest, SCHEMA["properties"]), (InputSpec, defs["input"]["properties"]),
-                       (TensorSpec, defs["tensor"]["properties"]), (Artifact, defs["artifact"]["properties"])):
+                       (TensorSpec, defs["tensor"]["properties"]), (Artifact, defs["artifact"]["properties"]),
+                       (Postprocess, defs["postprocess"]["properties"])):
         assert set(props) == {f.name for f in dataclasses.fields(cls)} - {"model_dir"}, cls.__name__
 
 
@@ -44,8 +45,9 @@ def test_imported_manifests_validate(tiny_yolo_dir, tmp_path):
 
 def test_schema_rejects_what_the_loader_rejects(tiny_yolo_dir):
     data = json.loads((tiny_yolo_dir / "manifest.json").read_text())
-    for bad in ({**data, "typo": 1}, {**data, "task": "segment"}, {**data, "input": {**data["input"], "layout": "CHW"}}):
+    for bad in ({**data, "typo": 1}, {**data, "task": "segment"}, {**data, "input": {**data["input"], "layout": "CHW"}},
+                {**data, "postprocess": {"decoder": "yolov8", "iou": 0}}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, SCHEMA)
-        with pytest.raises(Exception, match="unknown|task|layout"):
+        with pytest.raises(Exception, match="unknown|task|layout|iou"):
             Manifest.from_dict(bad)
