@@ -58,7 +58,13 @@ def import_model(source: str | Path, out: str | Path, options: ImportConfig | No
         from edgekit.imports.ultralytics_source import import_ultralytics
 
         return import_ultralytics(cfg.source, cfg.out, cfg)
-    from edgekit.imports.classifier import import_torchvision  # helper import-cls's module
+    try:
+        from edgekit.imports.classifier import import_torchvision
+    except ModuleNotFoundError as e:
+        if e.name != "edgekit.imports.classifier":
+            raise
+        raise EdgekitError(f"{cfg.source}: this edgekit cannot import torchvision classifiers yet; export it to ONNX "
+                           "and import that") from None
 
     opts = {k: getattr(cfg, k) for k in ("mean", "std", "scale", "resize", "crop", "opset") if getattr(cfg, k)}
     return import_torchvision(cfg.source, cfg.out, weights=cfg.weights or None, labels=cfg.labels or None, **opts)
