@@ -66,7 +66,9 @@ def import_model(source: str | Path, out: str | Path, options: ImportConfig | No
         raise EdgekitError(f"{cfg.source}: this edgekit cannot import torchvision classifiers yet; export it to ONNX "
                            "and import that") from None
 
-    opts = {k: getattr(cfg, k) for k in ("mean", "std", "scale", "resize", "crop", "opset") if getattr(cfg, k)}
+    keys = ("task", "mean", "std", "scale", "resize", "crop", "imgsz", "opset", "data", "letterbox", "bgr", "nhwc",
+            "decoder")  # what was set; import_torchvision uses or refuses each (one line naming the flag)
+    opts = {k: getattr(cfg, k) for k in keys if getattr(cfg, k)}
     return import_torchvision(cfg.source, cfg.out, weights=cfg.weights or None, labels=cfg.labels or None, **opts)
 
 

@@ -21,7 +21,7 @@ class ImportConfig:
     task: str = option("", choices=("classify", "detect"), empty=True)  # classify | detect; empty: from the model's metadata or output shape
     labels: str = option("", path="file", empty=True)  # class names: .txt (one a line), .yaml or .json (a list, a dict id: name, or names:); empty: the model's metadata
     decoder: str = option("", pattern=DECODER, empty=True, hint="yolov8, yolov5, end2end or an installed plug-in's module.path:function")  # detector output decoder: yolov8 | yolov5 | end2end | an installed plug-in module.path:function; empty: chosen from the output shape and metadata
-    data: str = option("", path="any", empty=True)  # detectors: a YOLO data.yaml with the model's classes (parity images, mAP; later commands use it as held-out data)
+    data: str = option("", path="any", empty=True)  # detectors: a YOLO data.yaml with the model's classes (parity images, mAP; later commands use it as held-out data); torchvision:NAME: a folder of images for the ONNX parity check
     trust_pickle: bool = False  # required for a .pt: ultralytics unpickles it, which runs any code it holds (edgekit does it in a separate process)
     weights: str = option("", path="file", empty=True)  # torchvision:NAME: a local weights file (state dict, read weights-only); empty: the packaged or torchvision ones
     imgsz: int = option(0, ge=0, le=4096)  # .pt: the export size (a multiple of 32); 0 = the size it was trained at (640 when not recorded)
