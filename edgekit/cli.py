@@ -121,6 +121,38 @@ def cmd_train_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- import --------------------------------------------------------------------------------------------
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from edgekit.imports.config import ImportConfig
+
+    cfg = dataclass_from_args(ImportConfig, args)
+    cfg.validate()  # before onnx, torch or ultralytics load: a wrong option fails in well under a second
+
+    from edgekit.imports import import_model
+
+    m = import_model(cfg.source, cfg.out, cfg)
+    imp = m.source.get("import", {})
+    i = m.input
+    pre = (f"{i.resize_mode} to {i.crop[0]}x{i.crop[1]}" + (f" (shorter side {i.resize})" if i.resize_mode ==
+           "resize_crop" else "") + f", {i.color}, {i.layout}, x{i.scale:.6g}, mean {i.mean}, std {i.std}")
+    print(f"imported {cfg.source} as a {m.task} model ({len(m.labels)} classes) into {cfg.out}: input '{i.name}' "
+          f"{i.shape}, {pre}" + (f", decoder {m.postprocess.decoder}" if m.postprocess else ""))
+    if imp.get("given"):
+        print("  given: " + "; ".join(f"{k} = {v}" for k, v in imp["given"].items()))
+    origins: dict[str, list[str]] = {}
+    for k, v in imp.get("inferred", {}).items():
+        origins.setdefault(v, []).append(k)
+    for origin, keys in origins.items():
+        print(f"  inferred from {origin}: {', '.join(keys)}")
+    for a in m.artifacts:
+        p = a.parity
+        check = (f", vs PyTorch: max rel {p['max_rel']:.1e}, detections agree on {p['detections_agreement']:.0%}"
+                 if p.get("detections_agreement") is not None and p.get("max_rel") is not None else "")
+        print(f"  {a.backend}/{a.precision}: {a.path}{check}")
+    return 0
+
+
 # ---- export --------------------------------------------------------------------------------------------
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -321,6 +353,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "flags given here override it")
         add_dataclass_args(t, cls)
         t.set_defaults(func=func)
+
+    from edgekit.imports.config import ImportConfig
+
+    s = sub.add_parser("import", help="make a model directory from a model you already have: an .onnx, an "
+                       "ultralytics .pt (--trust-pickle) or torchvision:NAME",
+                       description="edgekit import SOURCE --out DIR. SOURCE: an ONNX file (classifier or detector; "
+                       "ultralytics' metadata is read), an ultralytics detection checkpoint .pt (a pickle: needs "
+                       "--trust-pickle, and is loaded in a separate process, never in this one), torchvision:NAME or "
+                       "efficientnet_lite0. Every later command takes DIR like a trained model's.")
+    add_dataclass_args(s, ImportConfig, positional=("source",))
+    s.set_defaults(func=cmd_import)
 
     s = sub.add_parser("export", help="export a trained model (ONNX: FP32, FP16, INT8), checked against PyTorch "
                        "or FP32")

@@ -105,7 +105,10 @@ def path_problem(path: str, kind: str) -> str | None:
         if not p.exists():
             return f"names nothing: {path} does not exist"
         if kind == "dir" and not p.is_dir():
-            return f"must be a folder, and {path} is a file"
+            from edgekit.errors import model_file_hint
+
+            hint = model_file_hint(p)
+            return f"must be a folder, and {hint}" if hint else f"must be a folder, and {path} is a file"
         if kind == "file" and not p.is_file():
             return f"must be a file, and {path} is {'a folder' if p.is_dir() else 'not a regular file'}"
         return None

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import EdgekitError, unknown_choice
+from edgekit.errors import EdgekitError, model_file_hint, unknown_choice
 from edgekit.fileio import atomic_write_json, sha256_file
 
 SCHEMA_VERSION = 1
@@ -169,6 +169,8 @@ class Manifest:
         """Load and validate `<dir>/manifest.json` (a directory or the file itself)."""
         path = Path(path)
         file = path / MANIFEST_NAME if path.is_dir() else path
+        if file.is_file() and model_file_hint(file):  # a model file where its directory belongs
+            raise EdgekitError(model_file_hint(file))
         if not file.exists():
             hint = "train a model first (edgekit train classify) or pass the directory that holds manifest.json"
             raise EdgekitError(f"no manifest at {file}: {hint}")

@@ -28,6 +28,7 @@ WORK = {
     "compare": ["edgekit.profile.matrix.run_matrix"],
     "camera": ["edgekit.camera.loop.run_camera"],
     "demo": ["edgekit.demo.run_demo"],
+    "import": ["edgekit.imports.import_model"],
 }
 
 # Valid arguments for each command (positionals by name, then options); MODEL / DIGITS / YAML are filled in.
@@ -42,6 +43,7 @@ BASE = {
     "compare": ({"model_dir": "MODEL"}, []),
     "camera": ({"input": "clip.mp4"}, []),
     "demo": ({}, []),
+    "import": ({"source": "model.onnx"}, ["--out", "imported"]),
 }
 
 ZERO_MEANS = {  # options where 0 is a value with a meaning, not a mistake
@@ -77,6 +79,9 @@ EMPTY_MEANS = {  # options where an empty string means the default
     "--classifier": "empty = no classifier", "--report": "empty = no report", "--truth": "empty = no scoring",
     "--same-as": "empty = no comparison", "--out": "empty = <model_dir>/bench",
     "--tinygrad-python": "empty = this Python",
+    "--task": "empty = from the model", "--labels": "empty = the model's metadata",
+    "--decoder": "empty = import: from the output shape; camera: the manifest's", "--weights": "empty = the packaged or torchvision ones",
+    "--mean": "empty = from the model", "--std": "empty = from the model", "--crop": "empty = the graph's size",
 }
 ALLOWED: dict[tuple[str, str, str], str] = {
     **{("*", opt, "zero"): why for opt, why in ZERO_MEANS.items()},
@@ -86,9 +91,11 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     # Camera outputs are URIs (display://0, a video, a .jsonl, a folder) opened by the camera's sinks; what they
     # accept is the camera runtime's (issue 11, item 4, camera part).
     ("camera", "output", "empty"): "sinks decide", ("camera", "output", "bogus-word"): "a file name",
+    ("import", "--imgsz", "zero"): "0 = the size the checkpoint was trained at",
+    ("import", "--scale", "zero"): "0 = from the model", ("import", "--resize", "zero"): "0 = from the model",
 }
 # Values valid only in the combinations given above
-ALLOWED_EMPTY_ONLY_FOR = {"--data": {"bench", "compare"}, "--out": {"bench"},
+ALLOWED_EMPTY_ONLY_FOR = {"--data": {"bench", "compare", "import"}, "--out": {"bench"},
                           "--device": {"bench", "compare", "camera"}}
 
 
