@@ -35,6 +35,12 @@ MADE_MARKER = ".edgekit-made.json"  # in every folder atomic_dir makes: the file
 _TOOL_FILES = (".cache",)  # files a tool edgekit drives adds to a folder it made (ultralytics' label caches)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside `dest`; on success it replaces `dest`, on error it is removed. An existing
@@ -46,6 +52,7 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     check_replaceable(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700: the folder gets a plain mkdir's mode instead
     old = None
     try:
         yield tmp

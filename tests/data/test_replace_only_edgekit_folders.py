@@ -92,3 +92,15 @@ def test_an_empty_or_missing_folder_is_fine_a_marker_of_another_tool_is_not(tmp_
     (fake / "x").write_text("")
     with pytest.raises(EdgekitError, match=r"did not write \(\.edgekit-made\.json and 1 more\)"):
         check_replaceable(Path(fake))
+
+
+def test_a_made_folder_has_a_plain_mkdir_mode_not_mkdtemps_0700(tmp_path):
+    """atomic_dir builds in a mkdtemp folder (mode 0700): a model or data folder others on the device (a
+    container user, a service account) cannot read was the result; it gets the mode of a plain mkdir."""
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "made") as d:
+            (d / "x.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "made").stat().st_mode & 0o777 == 0o755
