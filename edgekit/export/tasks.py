@@ -39,6 +39,10 @@ class TaskHooks:
     heldout: Callable[[Manifest, "str | Path | None", int], LabelledInputs]
     calibration: Calibration
     float_nodes: Callable[[object], list[str]]  # onnx.ModelProto -> nodes that are never quantized
+    # --calib-data (unlabelled pictures): decoded BGR images -> model inputs [N, ...] by the manifest's own
+    # preprocessing; FP32's outputs -> the targets the metric scores against (agreement with FP32, no labels)
+    inputs: Callable[[Manifest, list], np.ndarray] = None
+    fp32_targets: Callable[[np.ndarray], np.ndarray] = None
 
 
 # ---- classification ----------------------------------------------------------------------------------
@@ -61,8 +65,18 @@ def _classify_calibration(manifest, data, n, minimum, seed, n_tune):
     return calib, tune
 
 
+def _classify_inputs(manifest: Manifest, images: list) -> np.ndarray:
+    from edgekit.vision.preprocess import batch_classify
+
+    return batch_classify(images, manifest.input)
+
+
+def _classify_targets(fp32: np.ndarray) -> np.ndarray:
+    return fp32.reshape(len(fp32), -1).argmax(1)  # FP32's top-1 as the label: top-1 scores agreement
+
+
 CLASSIFY = TaskHooks("classify", top1, top1_agreement, "top-1 agreement", _classify_parity, heldout_inputs,
-                     _classify_calibration, lambda model: [])
+                     _classify_calibration, lambda model: [], _classify_inputs, _classify_targets)
 
 
 # ---- detection ---------------------------------------------------------------------------------------
@@ -108,8 +122,27 @@ def _detect_float_nodes(model) -> list[str]:
     return head_float_nodes(model)
 
 
+def _detect_inputs(manifest: Manifest, images: list) -> np.ndarray:
+    from edgekit.vision.detect import letterbox, to_input
+
+    hw = tuple(manifest.input.shape[2:4])
+    return np.concatenate([to_input(letterbox(img, hw)[0]) for img in images])
+
+
+def _detect_targets(fp32: np.ndarray) -> np.ndarray:
+    """FP32's own detections (predict thresholds, as detection_agreement) as [k, 5] class, x1, y1, x2, y2 rows."""
+    from edgekit.vision.detect import decode_output
+
+    targets = np.empty(len(fp32), dtype=object)
+    for i in range(len(fp32)):
+        d = decode_output(fp32[i:i + 1].astype(np.float32, copy=False), conf=0.25, iou=0.7)
+        targets[i] = np.hstack([d.classes[:, None].astype(np.float32), d.boxes]).reshape(-1, 5)
+    return targets
+
+
 DETECT = TaskHooks("detect", _detect_metric, _detect_agreement, "mAP50-95 against FP32's detections",
-                   _detect_parity, _detect_heldout, _detect_calibration, _detect_float_nodes)
+                   _detect_parity, _detect_heldout, _detect_calibration, _detect_float_nodes, _detect_inputs,
+                   _detect_targets)
 
 HOOKS = {"classify": CLASSIFY, "detect": DETECT}
 
