@@ -1,0 +1,1 @@
+"""`edgekit import`: models users already have, as model directories every later command takes."""
