@@ -68,3 +68,14 @@ def test_training_an_efficientnet_lite0_normalises_as_its_weights_were_trained()
     x = preprocess_classify(np.full((300, 300, 3), 255, np.uint8), spec)
     np.testing.assert_allclose(x, (255 - 127) / 128, rtol=1e-6)
     assert input_spec(ClassifyConfig(arch="resnet18")).mean == [0.485, 0.456, 0.406]
+
+
+def test_the_cameras_crop_batch_resizes_as_the_manifest_says():
+    """The camera's batched crop path (edgekit.camera.pipeline.CropBatch) takes the same interpolation."""
+    from edgekit.camera.pipeline import CropBatch, crop_box
+
+    spec = InputSpec("input", [1, 3, 64, 64], resize=73, interpolation="pil_bilinear")
+    frame = np.ascontiguousarray(load_rgb(photo_paths()[1])[1])
+    boxes = [[10.0, 20.0, 200.0, 260.0], [100.0, 50.0, 180.0, 90.0]]
+    want = np.stack([preprocess_classify(crop_box(frame, b, CropBatch(spec).pad), spec) for b in boxes])
+    np.testing.assert_allclose(CropBatch(spec)(frame, boxes), want, atol=1e-6, rtol=0)
