@@ -186,14 +186,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         else:
             art = int8_from_onnx(args.model_dir, cfgs["int8"])
         a, p, o = art.accuracy, art.parity, art.options
-        msg = (f"wrote {args.model_dir}/{art.path} ({precision}, sha256 {art.sha256[:12]}); on {a['n']} held-out "
-               f"images: {a['metric']} {a['value']:.2%} (FP32 {a['value'] + a['drop_points'] / 100:.2%}, drop "
+        held = ("unlabelled images (no labels: agreement with FP32, not accuracy)" if a.get("labels")
+                else "held-out images")
+        msg = (f"wrote {args.model_dir}/{art.path} ({precision}, sha256 {art.sha256[:12]}); on {a['n']} {held}: "
+               f"{a['metric']} {a['value']:.2%} (FP32 {a['value'] + a['drop_points'] / 100:.2%}, drop "
                f"{a['drop_points']:.2f} points), agreement with FP32 ({p['agreement_kind']}) {p['agreement']:.2%}, "
                f"max abs {p['max_abs']:.2e} ({p['max_rel']:.1e} of scale)")
         if precision == "int8":
             c, lat, kept = o["calibration"], o["latency"], o["float_nodes"]
             hit = "cache hit" if c["hit"] else "cached"
-            msg += (f"; {c['method']} calibration on {c['images']} training images ({hit}: {c['cache']}); "
+            msg += (f"; {c['method']} calibration on {c['images']} {c['split']} images ({hit}: {c['cache']}); "
                     f"{len(kept)} layer(s) kept in float{': ' + ', '.join(kept[:6]) if kept else ''}")
             if lat:
                 msg += (f"; latency p50 {lat['int8']['p50_ms']:.3f} ms vs FP32 {lat['fp32']['p50_ms']:.3f} ms "
@@ -377,8 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     from edgekit.export.fp16 import Fp16ExportConfig
     from edgekit.export.int8 import Int8ExportConfig
 
-    add_dataclass_args(s.add_argument_group("--precision fp16"), Fp16ExportConfig, skip=("data",))
-    add_dataclass_args(s.add_argument_group("--precision int8"), Int8ExportConfig, skip=("data", "eval_images"))
+    add_dataclass_args(s.add_argument_group("--precision fp16"), Fp16ExportConfig, skip=("data", "calib_data"))
+    add_dataclass_args(s.add_argument_group("--precision int8"), Int8ExportConfig,
+                      skip=("data", "eval_images", "calib_data"))  # calib_data: OnnxExportConfig's flag
     from edgekit.export.trt import TrtBuildConfig
 
     add_dataclass_args(s.add_argument_group("--to trt"), TrtBuildConfig,

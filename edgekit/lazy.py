@@ -17,6 +17,7 @@ INSTALL_HINTS = {
     "cv2": "pip install 'edgekit[runtime]' (opencv-python); on a Jetson use JetPack's OpenCV, which has "
            "GStreamer (sudo apt install libopencv-python; a venv made with --system-site-packages sees it; it needs "
            "numpy < 2: pip install 'numpy<2')",
+    "PIL.Image": "pip install pillow (the pil_bilinear / pil_bicubic resize of torchvision-trained classifiers)",
 }
 
 

@@ -24,6 +24,11 @@ TASKS = ("classify", "detect")
 DTYPES = ("float32", "float16", "int8", "uint8", "int32", "int64", "bool")
 DECODERS = ("yolov8", "yolov5", "end2end")  # built-in detector output decoders (edgekit.vision.decoders)
 _PLUGIN = re.compile(r"[A-Za-z_][\w.\-]*|[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+# How resize_crop scales an image. "area": OpenCV INTER_AREA when shrinking, INTER_LINEAR when enlarging (what
+# edgekit trains with; the default, so manifests written before this field read as they always did).
+# "pil_bilinear" / "pil_bicubic": Pillow's antialiased filters, which torchvision's Resize applies to PIL images:
+# what torchvision-trained weights were trained and evaluated with (INTER_AREA moves ImageNet top-5).
+INTERPOLATIONS = ("area", "pil_bilinear", "pil_bicubic")
 
 
 @dataclass
@@ -63,6 +68,7 @@ class InputSpec(TensorSpec):
     scale: float = 1.0 / 255.0  # applied to uint8 pixels first
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    interpolation: str = "area"  # resize_crop's filter, one of INTERPOLATIONS (above)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -72,6 +78,8 @@ class InputSpec(TensorSpec):
             raise unknown_choice("input colour order", self.color, ("RGB", "BGR"))
         if self.resize_mode not in ("resize_crop", "letterbox"):
             raise unknown_choice("input resize_mode", self.resize_mode, ("resize_crop", "letterbox"))
+        if self.interpolation not in INTERPOLATIONS:
+            raise unknown_choice("input interpolation", self.interpolation, INTERPOLATIONS)
         if len(self.shape) != 4:
             raise EdgekitError(f"input '{self.name}': expected a 4-D image tensor, got shape {self.shape}")
         if not self.crop:

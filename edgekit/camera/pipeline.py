@@ -66,7 +66,8 @@ class CropBatch:
         if n > len(self.u8):
             self._reserve(max(n, 2 * len(self.u8)))
         for i, b in enumerate(boxes):
-            self.u8[i] = resize_crop(to_bgr(crop_box(frame, b, self.pad)), self.spec.resize, self.spec.crop)
+            self.u8[i] = resize_crop(to_bgr(crop_box(frame, b, self.pad)), self.spec.resize, self.spec.crop,
+                                     self.spec.interpolation)
         planes = [p[:n * h] for p in self.planes]
         cv2.split(self.u8[:n].reshape(n * h, w, 3), planes)
         x = self.x[:n]

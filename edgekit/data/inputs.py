@@ -29,13 +29,14 @@ class CalibrationSet:
     paths: list[str]  # image files, relative to root
     root: str
     sha256: str  # of x: the images, their order and the preprocessing
+    split: str = "train"  # where the images came from ("unlabelled (--calib-data)": edgekit.export.unlabelled)
 
     def __len__(self) -> int:
         return len(self.x)
 
     def describe(self) -> dict:
         listing = hashlib.sha256("\n".join(self.paths).encode()).hexdigest()
-        return {"split": "train", "root": self.root, "images": len(self), "image_list_sha256": listing,
+        return {"split": self.split, "root": self.root, "images": len(self), "image_list_sha256": listing,
                 "inputs_sha256": self.sha256}
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edgekit.configs import check_config, option
 from edgekit.errors import EdgekitError
+from edgekit.export import unlabelled
 from edgekit.export.accuracy import evaluate
 from edgekit.fileio import atomic_path
 from edgekit.manifest import Artifact, Manifest
@@ -43,9 +44,13 @@ class Fp16ExportConfig:
     # of the FP16 detections against FP32's own
     eval_images: int = option(0, ge=0)  # held-out images for parity and accuracy (0 = the whole val split)
     data: str | None = option(None, path="any")  # held-out images: an ImageFolder or a detector's YOLO data.yaml; default: the manifest's val split
+    calib_data: str | None = option(None, path="dir")  # a folder of unlabelled pictures instead of --data: agreement with FP32 is measured instead of accuracy
 
     def validate(self) -> None:
         check_config(self)
+        if self.calib_data and self.data:
+            raise EdgekitError("--calib-data replaces --data (unlabelled pictures instead of a labelled dataset): "
+                               "pass one of them")
 
 
 def block_list(extra: str = "") -> list[str]:
@@ -94,14 +99,17 @@ def fp16_from_onnx(model_dir: str | Path, cfg: Fp16ExportConfig | None = None) -
     blocked = block_list(cfg.block_ops)
     nodes = [n.strip() for n in cfg.block_nodes.split(",") if n.strip()]
     half = fp16_model(load_onnx(src_path), block_ops=blocked, block_nodes=nodes)  # a damaged file: one error
-    held = hooks.heldout(manifest, cfg.data, cfg.eval_images)
+    if cfg.calib_data:  # no labels: every picture measures agreement with FP32
+        held, metric = unlabelled.fp16_inputs(manifest, hooks, cfg.calib_data, src_path, limit=cfg.eval_images)
+    else:
+        held, metric = hooks.heldout(manifest, cfg.data, cfg.eval_images), hooks.metric
     name = manifest.input.name
     dest = manifest.model_dir / "model_fp16.onnx"
     with atomic_path(dest) as tmp:
         onnx.save(half, str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
-        acc32, ref = evaluate(src_path, held, hooks.metric, input_name=name)
-        acc16, out16 = evaluate(tmp, held, hooks.metric, input_name=name)
+        acc32, ref = evaluate(src_path, held, metric, input_name=name)
+        acc16, out16 = evaluate(tmp, held, metric, input_name=name)
         parity = {**hooks.parity(ref, out16), "reference": f"onnxrt/fp32 ({src.path})",
                   "tolerance": cfg.fp16_tolerance, "min_agreement": cfg.fp16_min_agreement}
         parity["passed"] = parity["max_rel"] <= cfg.fp16_tolerance and parity["agreement"] >= cfg.fp16_min_agreement

@@ -23,6 +23,7 @@ from pathlib import Path
 from edgekit.configs import check_config, option
 from edgekit.errors import EdgekitError
 from edgekit.export import calibration as cal
+from edgekit.export import unlabelled
 from edgekit.export.accuracy import evaluate, latency_ratio
 from edgekit.export.qdq import (REDUCE_RANGE_CHOICES, QuantSettings, portability_warning, prepare, quantize_qdq,
                                 quantized_nodes, reduce_range_for, strip_unused_opsets)
@@ -58,12 +59,16 @@ class Int8ExportConfig:
     eval_images: int = option(0, ge=0)  # held-out images for accuracy and parity (0 = the whole val split)
     latency_rounds: int = option(10, ge=0)  # interleaved FP32/INT8 timing rounds (20 calls each) for the latency ratio; 0 = skip
     data: str | None = option(None, path="any")  # ImageFolder (train calibrates, val evaluates) or a detector's YOLO data.yaml; default: the manifest's
+    calib_data: str | None = option(None, path="dir")  # a folder of unlabelled pictures instead of --data: calibrates, and agreement with FP32 is measured instead of accuracy
     calib_seed: int = option(0, ge=0)  # which training images calibrate (a seeded, class-balanced pick)
 
     def validate(self) -> None:
         check_config(self)  # the ranges declared beside each field
         if self.symmetric_activations and self.activations != "int8":
             raise EdgekitError("--symmetric-activations needs --activations int8 (zero point 0 is int8's midpoint)")
+        if self.calib_data and self.data:
+            raise EdgekitError("--calib-data replaces --data (unlabelled pictures instead of a labelled dataset): "
+                               "pass one of them")
         if not (self.int8_min_agreement == -1 or 0 <= self.int8_min_agreement <= 1):
             raise EdgekitError("--int8-min-agreement must be between 0 and 1 (or -1 for the task's default), "
                                f"got {self.int8_min_agreement}")
@@ -94,9 +99,14 @@ def int8_from_onnx(model_dir: str | Path, cfg: Int8ExportConfig | None = None) -
     q = QuantSettings(cfg.calibration, cfg.per_channel, cfg.activations, cfg.symmetric_activations, reduce_range)
     opts = cal.calibration_options(cfg.calibration, percentile=cfg.percentile, symmetric=cfg.symmetric_activations)
 
-    calib, tuning = hooks.calibration(manifest, cfg.data, cfg.calib_images, cfg.min_calib_images, cfg.calib_seed,
-                                      cfg.tune_images)
-    held = hooks.heldout(manifest, cfg.data, cfg.eval_images)
+    if cfg.calib_data:  # no labels: agreement with FP32 on pictures that did not calibrate
+        calib, tuning, held, metric = unlabelled.int8_split(
+            manifest, hooks, cfg.calib_data, src_path, n=cfg.calib_images, minimum=cfg.min_calib_images,
+            seed=cfg.calib_seed, n_tune=cfg.tune_images, n_eval=cfg.eval_images)
+    else:
+        calib, tuning = hooks.calibration(manifest, cfg.data, cfg.calib_images, cfg.min_calib_images,
+                                          cfg.calib_seed, cfg.tune_images)
+        held = hooks.heldout(manifest, cfg.data, cfg.eval_images)
     forced = [n.strip() for n in cfg.exclude_nodes.split(",") if n.strip()]
 
     with tempfile.TemporaryDirectory(prefix="edgekit-int8-") as work:

@@ -31,6 +31,7 @@ class OnnxExportConfig:
     tolerance: float = option(1e-3, gt=0)  # max abs error / max |logit| allowed
     min_top1_agreement: float = option(1.0, ge=0, le=1)  # fraction of images whose top-1 must agree
     data: str | None = option(None, path="any")  # held-out images: an ImageFolder or a detector's YOLO data.yaml; default: the manifest's val split
+    calib_data: str | None = option(None, path="dir")  # unlabelled pictures (any folder) for the parity check instead of --data; FP16/INT8 calibrate and measure agreement with FP32 on them
 
 
 def onnx_from_torch(model_dir: str | Path, cfg: OnnxExportConfig | None = None) -> Artifact:
@@ -103,7 +104,15 @@ def _parity(manifest: Manifest, model, onnx_path: Path, cfg: OnnxExportConfig) -
 
     from edgekit.runners.onnxrt import OnnxrtRunner
 
-    x = task_for(manifest).heldout(manifest, cfg.data, cfg.parity_images).x  # the task's held-out inputs
+    task = task_for(manifest)
+    if cfg.calib_data:  # parity needs pictures, not labels
+        from edgekit.data.unlabelled import load_unlabelled
+
+        val = load_unlabelled(cfg.calib_data, minimum=1, what="--calib-data")
+        val = val.subset(range(min(len(val), cfg.parity_images)))
+        x = task.inputs(manifest, [val.image(i) for i in range(len(val))])
+    else:
+        x = task.heldout(manifest, cfg.data, cfg.parity_images).x  # the task's held-out inputs
     with torch.no_grad():
         ref = np.concatenate([model(torch.from_numpy(x[i:i + 64])).numpy() for i in range(0, len(x), 64)])
     got = []

@@ -21,6 +21,9 @@ def export_configs(args: argparse.Namespace) -> dict:
     if why:
         raise EdgekitError(f"the model directory {why}: exports are written into it (copy it somewhere writable)")
     check_dynamic_batch(task_for(manifest), getattr(args, "dynamic_batch", False))
+    if getattr(args, "calib_data", None) and getattr(args, "data", None):
+        raise EdgekitError("--calib-data replaces --data (unlabelled pictures instead of a labelled dataset): pass "
+                           "one of them")
     cfgs = {"onnx": dataclass_from_args(OnnxExportConfig, args)}
     if args.to == "trt":
         cfgs["trt"] = dataclass_from_args(TrtBuildConfig, args)

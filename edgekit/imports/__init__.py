@@ -58,13 +58,7 @@ def import_model(source: str | Path, out: str | Path, options: ImportConfig | No
         from edgekit.imports.ultralytics_source import import_ultralytics
 
         return import_ultralytics(cfg.source, cfg.out, cfg)
-    try:
-        from edgekit.imports.classifier import import_torchvision
-    except ModuleNotFoundError as e:
-        if e.name != "edgekit.imports.classifier":
-            raise
-        raise EdgekitError(f"{cfg.source}: this edgekit cannot import torchvision classifiers yet; export it to ONNX "
-                           "and import that") from None
+    from edgekit.imports.classifier import import_torchvision
 
     keys = ("task", "mean", "std", "scale", "resize", "crop", "imgsz", "opset", "data", "letterbox", "bgr", "nhwc",
             "decoder")  # what was set; import_torchvision uses or refuses each (one line naming the flag)

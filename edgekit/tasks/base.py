@@ -48,6 +48,8 @@ class Task:
     float_nodes: Callable[[object], list[str]]  # onnx.ModelProto -> nodes that are never quantized
     # ---- the preprocessing contract, what the exports build and check ----
     inputs: Callable[..., np.ndarray]  # (manifest, decoded uint8 BGR images) -> model inputs [N, ...]
+    # --calib-data (no labels): FP32's outputs [N, ...] -> the targets the metric scores (agreement with FP32)
+    fp32_targets: Callable[..., np.ndarray]
     input_fields: tuple[str, ...]  # the InputSpec fields `inputs` reads: a fingerprint of the preprocessing
     # (manifest, data, n, seed) -> (the image files `calibration` calibrates on, in its order; the dataset root):
     # what the TensorRT calibrator reads, so both INT8 paths see the same training images

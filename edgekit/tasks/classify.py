@@ -116,6 +116,10 @@ def _inputs(manifest: Manifest, images: list[np.ndarray]) -> np.ndarray:
     return batch_classify(images, manifest.input)
 
 
+def _fp32_targets(fp32: np.ndarray) -> np.ndarray:
+    return fp32.reshape(len(fp32), -1).argmax(1)  # FP32's top-1 as the label: top-1 then scores agreement
+
+
 def _images(manifest, data, n: int) -> list[np.ndarray]:
     val = heldout_for(manifest, data or None, limit=n)
     return [val.image(i) for i in range(len(val))]
@@ -134,7 +138,8 @@ def _pipeline(manifest) -> tuple[Pre, Post]:
 
 CLASSIFY = Task(
     "classify", top1, top1_agreement, "top-1 agreement", _parity, heldout_inputs, _calibration, lambda model: [],
-    inputs=_inputs, input_fields=("layout", "color", "resize", "crop", "scale", "mean", "std"),
+    inputs=_inputs, fp32_targets=_fp32_targets,
+    input_fields=("layout", "color", "resize", "crop", "scale", "mean", "std", "interpolation"),
     calibration_paths=_calibration_paths, framework="torchvision", dynamic_batch=True,
     int8_min_agreement=0.9, trt_min_agreement={"fp32": 1.0, "fp16": 0.98, "int8": 0.95},
     metric_label="top-1", agreement_label="top-1 agreement", agreement_key="top1_agreement",

@@ -79,6 +79,17 @@ def _inputs(manifest, images: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([to_input(letterbox(img, hw)[0]) for img in images])
 
 
+def _fp32_targets(fp32: np.ndarray, decoder="yolov8") -> np.ndarray:
+    """FP32's own detections (predict thresholds, as detection_agreement) as [k, 5] class, x1, y1, x2, y2 rows."""
+    from edgekit.vision.detect import decode_output
+
+    targets = np.empty(len(fp32), dtype=object)
+    for i in range(len(fp32)):
+        d = decode_output(fp32[i:i + 1].astype(np.float32, copy=False), conf=0.25, iou=0.7, decoder=decoder)
+        targets[i] = np.hstack([d.classes[:, None].astype(np.float32), d.boxes]).reshape(-1, 5)
+    return targets
+
+
 def _calibration_paths(manifest, data, n: int, seed: int) -> tuple[list[Path], str]:
     from edgekit.data.yolo import detection_calibration_paths
 
@@ -106,7 +117,7 @@ def _pipeline(manifest) -> tuple[Pre, Post]:
 DETECT = Task(
     "detect", detection_metric, detection_agreement, "mAP50-95 against FP32's detections", _parity, _heldout, _calibration,
     head_float_nodes,
-    inputs=_inputs, input_fields=("shape", "layout", "color", "resize_mode", "scale", "mean", "std"),
+    inputs=_inputs, fp32_targets=_fp32_targets, input_fields=("shape", "layout", "color", "resize_mode", "scale", "mean", "std"),
     calibration_paths=_calibration_paths, framework="ultralytics", dynamic_batch=False,
     int8_min_agreement=INT8_MIN_AGREEMENT, trt_min_agreement={"fp32": 0.99, "fp16": 0.95, "int8": INT8_MIN_AGREEMENT},
     agreement_note=" (same count and classes, every box at IoU >= 0.99 with its twin, predict thresholds; mAP_vs_ref "

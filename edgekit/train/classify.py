@@ -30,6 +30,7 @@ from edgekit.train import models
 from edgekit.train.classify_config import ClassifyConfig
 from edgekit.train.data import EvalDataset, TrainDataset, epoch_order, train_batches
 from edgekit.train.metrics import classification_metrics, plot_confusion
+from edgekit.zoo import preprocessing_for
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +151,12 @@ def seconds_per_step(cfg: ClassifyConfig, steps: int = 3) -> float:
 
 
 def input_spec(cfg: ClassifyConfig) -> InputSpec:
+    """The eval preprocessing: the architecture's own normalisation (the pretrained backbone's, e.g.
+    EfficientNet-Lite0's (x - 127) / 128), OpenCV's resize (what training augments with)."""
+    pre = preprocessing_for(cfg.arch)
     return InputSpec(name="input", shape=[1, 3, cfg.imgsz, cfg.imgsz], dtype="float32", color="RGB",
-                     resize=round(cfg.imgsz / cfg.crop_pct), crop=[cfg.imgsz, cfg.imgsz])
+                     resize=round(cfg.imgsz / cfg.crop_pct), crop=[cfg.imgsz, cfg.imgsz], scale=pre.scale,
+                     mean=list(pre.mean), std=list(pre.std))
 
 
 @torch.no_grad()
