@@ -16,7 +16,7 @@ from edgekit.errors import EdgekitError
 from edgekit.export import unlabelled
 from edgekit.export.fp16 import Fp16ExportConfig, fp16_from_onnx
 from edgekit.export.int8 import Int8ExportConfig, int8_from_onnx
-from edgekit.export.tasks import task_hooks
+from edgekit.tasks import task_for
 from edgekit.manifest import Manifest
 from edgekit.vision.detect import letterbox, to_input
 from tests.repo_files import REPO
@@ -63,7 +63,7 @@ def test_int8_calibrates_and_measures_on_disjoint_pictures(model_copy, digit_pic
     assert a["metric"] == "top1_vs_fp32" and a["n"] == unlabelled.MIN_HELD and a["labels"] == unlabelled.NO_LABELS
     m = Manifest.load(model_copy)
     src = m.artifact_path(m.find_artifact("onnxrt", "fp32"))
-    calib, _, held, _ = unlabelled.int8_split(m, task_hooks(m), digit_pictures, src, n=200, minimum=32, seed=0,
+    calib, _, held, _ = unlabelled.int8_split(m, task_for(m), digit_pictures, src, n=200, minimum=32, seed=0,
                                               n_tune=10)
     pairs = {(i, j) for i in range(len(calib.x)) for j in range(len(held.x)) if np.array_equal(calib.x[i], held.x[j])}
     assert not pairs and len(calib) + len(held) == 40
@@ -84,7 +84,7 @@ def test_a_detector_calibrates_on_letterboxed_pictures_and_scores_boxes_against_
     d = Path(shutil.copytree(tiny_yolo_dir, tmp_path / "det"))
     pics = _detector_pictures(d, tmp_path / "pics")
     m = Manifest.load(d)
-    hooks = task_hooks(m)
+    hooks = task_for(m)
     src = m.artifact_path(m.find_artifact("onnxrt", "fp32"))
     calib, tune, held, metric = unlabelled.int8_split(m, hooks, pics, src, n=4, minimum=4, seed=0, n_tune=4)
     first = cv2.imread(str(pics / calib.paths[0]))

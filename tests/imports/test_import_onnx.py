@@ -16,7 +16,7 @@ from edgekit.imports import ImportConfig, import_model
 from edgekit.manifest import Manifest
 from edgekit.runners import load_runner
 
-from onnx_models import classifier, not_an_image, reshaped, strip_metadata
+from tests.imports.onnx_models import classifier, not_an_image, reshaped, strip_metadata
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:

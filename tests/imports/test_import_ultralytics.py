@@ -7,7 +7,7 @@ import pytest
 from edgekit.imports import ImportConfig, import_model
 from edgekit.manifest import Manifest
 
-from test_import_onnx import one_line_error, run_cli
+from tests.imports.test_import_onnx import one_line_error, run_cli
 
 
 def test_pt_needs_trust_pickle(tiny_yolo_dir, tmp_path, capsys):

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from repo_files import write_noise_video
-from test_import_onnx import run_cli
+from tests.imports.test_import_onnx import run_cli
 
 
 @pytest.fixture(scope="module")

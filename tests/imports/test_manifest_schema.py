@@ -35,7 +35,7 @@ def test_fixture_manifests_validate(model_dir, tiny_yolo_dir):
 def test_imported_manifests_validate(tiny_yolo_dir, tmp_path):
     from edgekit.imports import ImportConfig, import_model
 
-    from onnx_models import classifier
+    from tests.imports.onnx_models import classifier
 
     import_model(tiny_yolo_dir / "model.onnx", tmp_path / "det")
     import_model(classifier(tmp_path / "c.onnx"), tmp_path / "cls", ImportConfig(crop="32"))
