@@ -1,0 +1,150 @@
+"""`edgekit.Camera(source, model=...)`: iterate a camera, a stream or a video and get each frame with what the
+models found in it.
+
+    for frame in edgekit.Camera("/dev/video0", model="models/trained/person_detector"):
+        print(frame.index, frame.utc, [(d.det_class, d.box) for d in frame.detections])
+
+The same sources as `edgekit camera` (a video file, an image folder, /dev/videoN, csi://N, rtsp://...), the same
+per-frame path (camera.frames.frame_results: capture, normalise, models) and the same records (frame.to_dict()
+is the line the CLI writes to a .jsonl). The CLI adds drawing, outputs and the report around that path."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from edgekit.api.model import Model, load
+from edgekit.api.results import Frame, classification_from_probs, detections_from_objects
+from edgekit.camera.frames import FrameTimer, frame_results
+from edgekit.camera.loop import CameraConfig, capture_options_for
+from edgekit.camera.pipeline import Pipeline
+from edgekit.camera.records import RecordMaker, utc_iso
+from edgekit.camera.sources import FrameSource, parse_source
+from edgekit.errors import EdgekitError
+
+# CameraConfig fields a Camera takes as keywords (their defaults and checks are the CLI's)
+CAPTURE_OPTIONS = ("max_frames", "loop", "width", "height", "fps", "flip", "source_timeout", "reconnects")
+LOAD_OPTIONS = ("backend", "precision", "device", "conf", "iou", "max_det", "top_k", "threads")
+
+
+class Camera:
+    """Frames from `source` through `model` (a detector or a classifier: a model directory or a loaded
+    edgekit.load() Model) and optionally a `classifier` run on each detection. Iterate it for `Frame`s; the
+    source opens on iteration and closes when the iteration ends, breaks or fails. `stop()` (from any thread)
+    ends the iteration after the current frame. Models given as directories are loaded with `load_options`
+    (backend, precision, device, conf, iou, max_det, top_k, threads) and closed with the camera; loaded Models
+    are the caller's to close. `track` / `lines` are `edgekit camera --track` / `--line x1,y1,x2,y2`."""
+
+    def __init__(self, source: str | int | Path, model: str | Path | Model | None = None,
+                 classifier: str | Path | Model | None = None, *, track: bool = False,
+                 lines: tuple[tuple[float, float, float, float], ...] | list = (), **options: Any) -> None:
+        unknown = sorted(set(options) - set(CAPTURE_OPTIONS) - set(LOAD_OPTIONS))
+        if unknown:
+            raise EdgekitError(f"Camera() got unknown option(s) {unknown}; it takes "
+                               f"{', '.join(CAPTURE_OPTIONS + LOAD_OPTIONS)}, track and lines")
+        if model is None and classifier is None:
+            raise EdgekitError("Camera() needs a model: pass model=DETECTOR_DIR and/or classifier=CLASSIFIER_DIR")
+        self.load_options = {k: v for k, v in options.items() if k in LOAD_OPTIONS}
+        for m in (model, classifier):
+            if isinstance(m, Model) and self.load_options:
+                raise EdgekitError(f"{sorted(self.load_options)} apply to models Camera loads; {m!r} is loaded "
+                                   "already: pass them to edgekit.load() instead, or pass its directory")
+        parse_source(source)  # a wrong URI or a missing file fails here, not on iteration
+        self.config = CameraConfig(input=str(source), **{k: v for k, v in options.items() if k in CAPTURE_OPTIONS})
+        _set_tracking(self.config, track, lines)
+        self.config.validate()
+        self.model, self.classifier = model, classifier
+        self.timer = FrameTimer()  # per-stage times: capture, preprocess, detect, postprocess, classify...
+        self.stats: dict[str, int] = {}  # the source's counts (frames, dropped, reconnects), once it has run
+        self._stop = threading.Event()
+        self._source: FrameSource | None = None
+        self._frames: Iterator[Frame] | None = None
+
+    def __iter__(self) -> Iterator[Frame]:
+        self._frames = self._run()
+        return self._frames
+
+    def stop(self) -> None:
+        """End the iteration after the current frame (safe from another thread)."""
+        self._stop.set()
+        if self._source is not None:
+            self._source.stop()
+
+    def close(self) -> None:
+        """Stop, and close the source and the models Camera loaded."""
+        self.stop()
+        if self._frames is not None:
+            self._frames.close()  # runs _run's finally
+
+    def __enter__(self) -> "Camera":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self) -> Iterator[Frame]:
+        owned: list[Model] = []
+        try:
+            det, cls = self._models(owned)
+            first = det or cls
+            pipeline = Pipeline(det and det.runner, cls and cls.runner, conf=first.conf, iou=first.iou,
+                                max_det=first.max_det)
+            self._source = source = FrameSource(self.config.input, capture_options_for(self.config))
+            self.stats = source.stats
+            make_record = RecordMaker(source.name, det and det.runner, cls and cls.runner)
+            source.open()
+            for r in frame_results(source, pipeline, self.timer, self._stop):
+                record = make_record(r.index, r.objects, r.captured)
+                top = None if det is not None else \
+                    classification_from_probs(pipeline.last_probs[0], cls.labels, cls.top_k)
+                yield Frame(r.index, r.captured[0], utc_iso(r.captured[1]), r.image,
+                            detections_from_objects(record["objects"], r.image.shape[:2]), top, record)
+                if self.config.max_frames and r.index + 1 >= self.config.max_frames:
+                    break
+        finally:
+            try:
+                if self._source is not None:
+                    self._source.close()
+            finally:
+                for m in owned:
+                    m.close()
+
+    def _models(self, owned: list[Model]) -> tuple[Model | None, Model | None]:
+        """(detector, classifier) as loaded Models; those loaded here are appended to `owned` (closed at the end)."""
+        def get(m: str | Path | Model | None) -> Model | None:
+            if m is None or isinstance(m, Model):
+                return m
+            loaded = load(m, **self.load_options)
+            owned.append(loaded)
+            return loaded
+
+        model, classifier = get(self.model), get(self.classifier)
+        if model is not None and model.task == "classify":
+            if classifier is not None:
+                raise EdgekitError(f"model= is a classifier ({model.name}): pass a detector as model= to classify "
+                                   "each detection, or the classifier alone")
+            return None, model
+        if classifier is not None and classifier.task != "classify":
+            raise EdgekitError(f"classifier= is a {classifier.task} model ({classifier.name}): pass a classifier")
+        return model, classifier
+
+
+def _set_tracking(cfg: CameraConfig, track: bool, lines: Any) -> None:
+    """--track and --line on the config; refused where this edgekit's camera loop has no tracking."""
+    if not track and not lines:
+        return
+    names = {f.name for f in dataclasses.fields(cfg)}
+    if "track" not in names or "line" not in names:
+        raise EdgekitError("this edgekit's camera loop has no tracking (edgekit camera --track / --line): "
+                           "upgrade edgekit, or use Camera without track= and lines=")
+    cfg.track = bool(track or lines)  # counting crossings needs ids
+    cfg.line = [",".join(str(float(v)) for v in _line(line)) for line in lines]
+
+
+def _line(line: Any) -> tuple[float, ...]:
+    vals = tuple(line) if isinstance(line, (tuple, list)) else ()
+    if len(vals) != 4 or not all(isinstance(v, (int, float)) for v in vals):
+        raise EdgekitError(f"a line is (x1, y1, x2, y2) in pixels, got {line!r}")
+    return vals
