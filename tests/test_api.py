@@ -253,3 +253,32 @@ def _has_tracking() -> bool:
 
     return {"track", "line"} <= {f.name for f in dataclasses.fields(CameraConfig)}
 
+
+
+def test_the_shared_frame_path_runs_a_tracker_and_carries_its_counts(model_dir):
+    """camera.frames.frame_results (the CLI's and Camera's per-frame path) hands each frame's objects to a tracker
+    (camera --track's hook; a stand-in here that numbers the objects) and returns its counts with the frame."""
+    from edgekit.camera.frames import FrameTimer, frame_results
+    from edgekit.camera.pipeline import Pipeline
+
+    class Numbering:
+        def __init__(self):
+            self.n = 0
+
+        def update(self, objects):
+            for o in objects:
+                self.n += 1
+                o["track_id"] = self.n
+            return {"lines": [{"line": [0, 1, 2, 3], "in": {"x": self.n}, "out": {}}]}
+
+    frames = [np.full((40, 30), v, np.uint8) for v in (0, 128, 255)]  # gray frames are made BGR on the way
+    with load(model_dir, threads=1) as m:
+        timer = FrameTimer()
+        got, stages = [], []
+        for r in frame_results(frames, Pipeline(None, m.runner), timer, tracker=Numbering()):
+            got.append(r)
+            stages.append(set(timer.frame_ns))  # this frame's stages, so far
+    assert [r.index for r in got] == [0, 1, 2] and all(r.image.shape == (40, 30, 3) for r in got)
+    assert [r.objects[0]["track_id"] for r in got] == [1, 2, 3]
+    assert [r.counts["lines"][0]["in"]["x"] for r in got] == [1, 2, 3]
+    assert timer.stats()["track"].n == 3 and all(s >= {"capture", "classify", "track"} for s in stages)

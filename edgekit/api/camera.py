@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edgekit.api.model import Model, load
+import numpy as np
+
+from edgekit.api.model import Model, load, read_manifest
 from edgekit.api.results import Frame, classification_from_probs, detections_from_objects
 from edgekit.camera.frames import FrameTimer, frame_results
 from edgekit.camera.loop import CameraConfig, capture_options_for
@@ -25,7 +27,8 @@ from edgekit.camera.sources import FrameSource, parse_source
 from edgekit.errors import EdgekitError
 
 # CameraConfig fields a Camera takes as keywords (their defaults and checks are the CLI's)
-CAPTURE_OPTIONS = ("max_frames", "loop", "width", "height", "fps", "flip", "source_timeout", "reconnects")
+CAPTURE_OPTIONS = ("max_frames", "loop", "width", "height", "fps", "flip", "source_timeout", "reconnects",
+                   "track_conf")
 LOAD_OPTIONS = ("backend", "precision", "device", "conf", "iou", "max_det", "top_k", "threads")
 
 
@@ -35,15 +38,19 @@ class Camera:
     source opens on iteration and closes when the iteration ends, breaks or fails. `stop()` (from any thread)
     ends the iteration after the current frame. Models given as directories are loaded with `load_options`
     (backend, precision, device, conf, iou, max_det, top_k, threads) and closed with the camera; loaded Models
-    are the caller's to close. `track` / `lines` are `edgekit camera --track` / `--line x1,y1,x2,y2`."""
+    are the caller's to close. `track`, `lines` and `zones` are `edgekit camera --track`, `--line x1,y1,x2,y2`
+    and `--zone x1,y1,x2,y2,x3,y3,...`: lines [(x1, y1, x2, y2), ...] and zones [[(x, y), ...], ...] in pixels
+    (either turns tracking on); each Frame's `counts` then holds the totals so far, per class."""
 
     def __init__(self, source: str | int | Path, model: str | Path | Model | None = None,
-                 classifier: str | Path | Model | None = None, *, track: bool = False,
-                 lines: tuple[tuple[float, float, float, float], ...] | list = (), **options: Any) -> None:
-        unknown = sorted(set(options) - set(CAPTURE_OPTIONS) - set(LOAD_OPTIONS))
+                 classifier: str | Path | Model | None = None, *, track: bool = False, lines: Any = (),
+                 zones: Any = (), **options: Any) -> None:
+        known = {f.name for f in dataclasses.fields(CameraConfig)}
+        unknown = sorted(set(options) - (set(CAPTURE_OPTIONS) & known) - set(LOAD_OPTIONS))
         if unknown:
             raise EdgekitError(f"Camera() got unknown option(s) {unknown}; it takes "
-                               f"{', '.join(CAPTURE_OPTIONS + LOAD_OPTIONS)}, track and lines")
+                               f"{', '.join(sorted((set(CAPTURE_OPTIONS) & known) | set(LOAD_OPTIONS)))}, track, "
+                               "lines and zones")
         if model is None and classifier is None:
             raise EdgekitError("Camera() needs a model: pass model=DETECTOR_DIR and/or classifier=CLASSIFIER_DIR")
         self.load_options = {k: v for k, v in options.items() if k in LOAD_OPTIONS}
@@ -53,7 +60,8 @@ class Camera:
                                    "already: pass them to edgekit.load() instead, or pass its directory")
         parse_source(source)  # a wrong URI or a missing file fails here, not on iteration
         self.config = CameraConfig(input=str(source), **{k: v for k, v in options.items() if k in CAPTURE_OPTIONS})
-        _set_tracking(self.config, track, lines)
+        self.config.detector, self.config.classifier = _model_dirs(model, classifier)  # as the CLI has them
+        _set_tracking(self.config, track, lines, zones)
         self.config.validate()
         self.model, self.classifier = model, classifier
         self.timer = FrameTimer()  # per-stage times: capture, preprocess, detect, postprocess, classify...
@@ -95,12 +103,15 @@ class Camera:
             self.stats = source.stats
             make_record = RecordMaker(source.name, det and det.runner, cls and cls.runner)
             source.open()
-            for r in frame_results(source, pipeline, self.timer, self._stop):
+            tracker = _tracker(self.config, source.fps)
+            for r in frame_results(source, pipeline, self.timer, self._stop, tracker):
                 record = make_record(r.index, r.objects, r.captured)
+                if r.counts is not None:
+                    record["counts"] = r.counts
                 top = None if det is not None else \
                     classification_from_probs(pipeline.last_probs[0], cls.labels, cls.top_k)
                 yield Frame(r.index, r.captured[0], utc_iso(r.captured[1]), r.image,
-                            detections_from_objects(record["objects"], r.image.shape[:2]), top, record)
+                            detections_from_objects(record["objects"], r.image.shape[:2]), top, r.counts, record)
                 if self.config.max_frames and r.index + 1 >= self.config.max_frames:
                     break
         finally:
@@ -131,20 +142,47 @@ class Camera:
         return model, classifier
 
 
-def _set_tracking(cfg: CameraConfig, track: bool, lines: Any) -> None:
-    """--track and --line on the config; refused where this edgekit's camera loop has no tracking."""
-    if not track and not lines:
+def _model_dirs(model: str | Path | Model | None, classifier: str | Path | Model | None) -> tuple[str, str]:
+    """(detector dir, classifier dir) as CameraConfig holds them; each manifest read (a wrong path fails here)."""
+    def manifest(m):
+        return None if m is None else m.manifest if isinstance(m, Model) else read_manifest(m)
+
+    det, cls = manifest(model), manifest(classifier)
+    if det is not None and det.task == "classify" and cls is None:
+        det, cls = None, det  # a classifier alone classifies the whole frame
+    return (str(det.model_dir) if det else ""), (str(cls.model_dir) if cls else "")
+
+
+def _set_tracking(cfg: CameraConfig, track: bool, lines: Any, zones: Any) -> None:
+    """--track, --line and --zone on the config; refused where this edgekit's camera loop has no tracking."""
+    if not track and not lines and not zones:
         return
     names = {f.name for f in dataclasses.fields(cfg)}
-    if "track" not in names or "line" not in names:
-        raise EdgekitError("this edgekit's camera loop has no tracking (edgekit camera --track / --line): "
-                           "upgrade edgekit, or use Camera without track= and lines=")
-    cfg.track = bool(track or lines)  # counting crossings needs ids
-    cfg.line = [",".join(str(float(v)) for v in _line(line)) for line in lines]
+    if not {"track", "line", "zone"} <= names:
+        raise EdgekitError("this edgekit's camera loop has no tracking (edgekit camera --track / --line / --zone): "
+                           "upgrade edgekit, or use Camera without track=, lines= and zones=")
+    cfg.track = bool(track)
+    cfg.line = [_numbers(line, 4, "a line is (x1, y1, x2, y2)") for line in lines]
+    cfg.zone = [_numbers([v for point in _seq(zone) for v in _seq(point)], None,
+                         "a zone is a polygon [(x1, y1), (x2, y2), (x3, y3), ...]") for zone in zones]
 
 
-def _line(line: Any) -> tuple[float, ...]:
-    vals = tuple(line) if isinstance(line, (tuple, list)) else ()
-    if len(vals) != 4 or not all(isinstance(v, (int, float)) for v in vals):
-        raise EdgekitError(f"a line is (x1, y1, x2, y2) in pixels, got {line!r}")
-    return vals
+def _seq(x: Any) -> list:
+    return list(x) if isinstance(x, (tuple, list, np.ndarray)) else [x]
+
+
+def _numbers(values: Any, n: int | None, what: str) -> str:
+    """Pixel numbers as the CLI's comma-separated text (which camera.tracking parses and checks)."""
+    vals = _seq(values)
+    if (n is not None and len(vals) != n) or not all(isinstance(v, (int, float, np.number)) for v in vals):
+        raise EdgekitError(f"{what} in pixels, got {values!r}")
+    return ",".join(f"{float(v):g}" for v in vals)
+
+
+def _tracker(cfg: CameraConfig, fps: float | None) -> Any:
+    """camera --track's tracker for this config, or None (the same one the CLI makes)."""
+    if not (getattr(cfg, "track", False) or getattr(cfg, "line", ()) or getattr(cfg, "zone", ())):
+        return None
+    from edgekit.camera.tracking import tracker_for  # the track extra: imported only when tracking is asked for
+
+    return tracker_for(cfg, fps)

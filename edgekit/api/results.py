@@ -111,6 +111,7 @@ class Frame:
     image: np.ndarray = field(repr=False)  # the frame, uint8 BGR (overlays are not drawn on it)
     detections: Detections = field(repr=False)  # with a classifier: each object carries its label
     classification: Classification | None = None  # without a detector: the classifier's answer for the frame
+    counts: dict[str, Any] | None = None  # with lines/zones: {"lines": [{"line", "in", "out"}], "zones": [...]}
     record: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:

@@ -42,12 +42,14 @@ class FrameResult:
     image: np.ndarray  # the frame, 3-channel BGR uint8 (the CLI may draw its overlays on it afterwards)
     objects: list[dict[str, Any]]
     started_ns: int  # perf_counter_ns() once the frame was taken: a frame's own time starts here (capture excluded)
+    counts: dict[str, Any] | None = None  # the tracker's line/zone counts after this frame (the record's `counts`)
 
 
 def frame_results(frames: Iterable[np.ndarray], pipeline: Pipeline, timer: FrameTimer,
-                  stop: threading.Event | None = None) -> Iterator[FrameResult]:
+                  stop: threading.Event | None = None, tracker: Any = None) -> Iterator[FrameResult]:
     """Each frame of `frames` (a FrameSource) through `pipeline`, until the frames end or `stop` is set. Timings go
-    to `timer` (stage "capture", then the pipeline's stages); `timer.frame_ns` restarts with each frame."""
+    to `timer` (stage "capture", then the pipeline's stages); `timer.frame_ns` restarts with each frame.
+    `tracker` (camera --track): its update(objects) sets each object's track_id and returns the counts, or None."""
     it = iter(frames)
     index = 0
     while stop is None or not stop.is_set():
@@ -60,7 +62,12 @@ def frame_results(frames: Iterable[np.ndarray], pipeline: Pipeline, timer: Frame
         started = time.perf_counter_ns()
         timer.add("capture", started - t0)
         frame = normalise(frame)
-        yield FrameResult(index, captured, frame, pipeline(frame, timer), started)
+        objects = pipeline(frame, timer)
+        counts = None
+        if tracker is not None:
+            with timer("track"):
+                counts = tracker.update(objects)
+        yield FrameResult(index, captured, frame, objects, started, counts)
         index += 1
 
 
