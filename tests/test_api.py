@@ -282,3 +282,22 @@ def test_the_shared_frame_path_runs_a_tracker_and_carries_its_counts(model_dir):
     assert [r.objects[0]["track_id"] for r in got] == [1, 2, 3]
     assert [r.counts["lines"][0]["in"]["x"] for r in got] == [1, 2, 3]
     assert timer.stats()["track"].n == 3 and all(s >= {"capture", "classify", "track"} for s in stages)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has_tracking(), reason="this edgekit's camera loop has no tracking (camera --track)")
+def test_camera_tracks_and_counts_as_the_cli(tiny_yolo_dir, det_video, tmp_path, validator):
+    """Camera(lines=, zones=) gives the CLI's track ids and line/zone counts (`--line`, `--zone`) frame by frame,
+    and the README's counting loop reads them."""
+    pytest.importorskip("supervision", reason="tracking needs the track extra (supervision, trackers)")
+    rows = _cli(tmp_path, det_video, "--detector", str(tiny_yolo_dir), "--conf", str(DET_CONF),
+                "--line", "0,48,96,48", "--zone", "0,0,48,0,48,96,0,96")
+    got = list(Camera(det_video, model=tiny_yolo_dir, conf=DET_CONF, threads=1, lines=[(0, 48, 96, 48)],
+                      zones=[[(0, 0), (48, 0), (48, 96), (0, 96)]]))
+    assert len(got) == len(rows) == 16
+    assert any(o["track_id"] is not None for r in rows for o in r["objects"]), "nothing tracked: a weak test"
+    for f, row in zip(got, rows):
+        validator.validate(f.to_dict())
+        assert f.to_dict()["objects"] == row["objects"] and f.counts == row["counts"]
+        line = f.counts["lines"][0]  # the README's counting loop
+        assert line["in"].get("digit", 0) >= 0 and line["out"].get("digit", 0) >= 0
