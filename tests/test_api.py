@@ -186,6 +186,9 @@ def test_wrong_model_paths_name_the_fix(model_dir, tmp_path):
         load(tmp_path / "nope")
     with pytest.raises(EdgekitError, match="has no trt artifact"):
         load(model_dir, backend="trt")
+    for bad in ({"conf": 2.0}, {"iou": 0}, {"conf": "high"}, {"max_det": 0}, {"top_k": 0}):
+        with pytest.raises(EdgekitError, match=f"{next(iter(bad))} must be"):
+            load(model_dir, **bad)
 
 
 def test_wrong_images_name_the_fix(model_dir, tmp_path):

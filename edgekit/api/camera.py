@@ -29,7 +29,7 @@ from edgekit.errors import EdgekitError
 # CameraConfig fields a Camera takes as keywords (their defaults and checks are the CLI's)
 CAPTURE_OPTIONS = ("max_frames", "loop", "width", "height", "fps", "flip", "source_timeout", "reconnects",
                    "track_conf")
-LOAD_OPTIONS = ("backend", "precision", "device", "conf", "iou", "max_det", "top_k", "threads")
+LOAD_OPTIONS = ("backend", "precision", "device", "conf", "iou", "max_det", "decoder", "top_k", "threads")
 
 
 class Camera:
@@ -37,7 +37,7 @@ class Camera:
     edgekit.load() Model) and optionally a `classifier` run on each detection. Iterate it for `Frame`s; the
     source opens on iteration and closes when the iteration ends, breaks or fails. `stop()` (from any thread)
     ends the iteration after the current frame. Models given as directories are loaded with `load_options`
-    (backend, precision, device, conf, iou, max_det, top_k, threads) and closed with the camera; loaded Models
+    (backend, precision, device, conf, iou, max_det, decoder, top_k, threads) and closed with the camera; loaded Models
     are the caller's to close. `track`, `lines` and `zones` are `edgekit camera --track`, `--line x1,y1,x2,y2`
     and `--zone x1,y1,x2,y2,x3,y3,...`: lines [(x1, y1, x2, y2), ...] and zones [[(x, y), ...], ...] in pixels
     (either turns tracking on); each Frame's `counts` then holds the totals so far, per class."""
@@ -96,9 +96,7 @@ class Camera:
         owned: list[Model] = []
         try:
             det, cls = self._models(owned)
-            first = det or cls
-            pipeline = Pipeline(det and det.runner, cls and cls.runner, conf=first.conf, iou=first.iou,
-                                max_det=first.max_det)
+            pipeline = Pipeline(det and det.runner, cls and cls.runner, **(det.post_options if det else {}))
             self._source = source = FrameSource(self.config.input, capture_options_for(self.config))
             self.stats = source.stats
             make_record = RecordMaker(source.name, det and det.runner, cls and cls.runner)

@@ -9,6 +9,7 @@ resize/crop and normalisation, YOLO decode + NMS, softmax), run through the same
 objects `edgekit camera` writes for it. OpenCV and the backend are imported when a model loads, not before."""
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.api.results import Classification, Detections, classification_from_probs, detections_from_objects
-from edgekit.camera.loop import CameraConfig, open_runner
+from edgekit.camera.loop import open_runner
 from edgekit.camera.pipeline import Pipeline
 from edgekit.data.imagefolder import decode_image
 from edgekit.errors import EdgekitError
@@ -24,18 +25,18 @@ from edgekit.manifest import MANIFEST_NAME, Manifest
 from edgekit.profile.timer import Timer
 from edgekit.vision.preprocess import to_bgr
 
-DEFAULTS = CameraConfig()  # conf, iou, max_det: the same defaults as `edgekit camera`
 IMAGE_HINT = "pass a uint8 BGR image (H x W x 3, as cv2.imread gives), a list of them, or an image file's path"
 
 
 def load(model_dir: str | Path, backend: str = "onnxrt", precision: str | None = None, device: str | None = None, *,
-         conf: float | None = None, iou: float | None = None, max_det: int | None = None, top_k: int = 5,
-         threads: int = 0) -> "Model":
+         conf: float | None = None, iou: float | None = None, max_det: int | None = None, decoder: str = "",
+         top_k: int = 5, threads: int = 0) -> "Model":
     """Load the model directory's `backend` artifact (fp32 first when precision is None; device: the backend's
-    default when None). Detectors return `Detections` (conf, iou, max_det as `edgekit camera`'s), classifiers a
-    `Classification` with the `top_k` best labels. Close it, or use `with`."""
-    return Model(model_dir, backend, precision, device, conf=conf, iou=iou, max_det=max_det, top_k=top_k,
-                 threads=threads)
+    default when None). Detectors return `Detections` (conf, iou, max_det: None takes what `edgekit camera`
+    takes without --conf/--iou/--max-det), classifiers a `Classification` with the `top_k` best labels. Close
+    it, or use `with`."""
+    return Model(model_dir, backend, precision, device, conf=conf, iou=iou, max_det=max_det, decoder=decoder,
+                 top_k=top_k, threads=threads)
 
 
 class Model:
@@ -44,22 +45,27 @@ class Model:
 
     def __init__(self, model_dir: str | Path, backend: str = "onnxrt", precision: str | None = None,
                  device: str | None = None, *, conf: float | None = None, iou: float | None = None,
-                 max_det: int | None = None, top_k: int = 5, threads: int = 0) -> None:
+                 max_det: int | None = None, decoder: str = "", top_k: int = 5, threads: int = 0) -> None:
         self.manifest = read_manifest(model_dir)
         if not isinstance(top_k, int) or top_k < 1:
             raise EdgekitError(f"top_k must be a positive integer, got {top_k!r}")
         self.task, self.top_k = self.manifest.task, top_k
-        self.conf = DEFAULTS.conf if conf is None else conf
-        self.iou = DEFAULTS.iou if iou is None else iou
-        self.max_det = DEFAULTS.max_det if max_det is None else max_det
-        _check_thresholds(self.conf, self.iou, self.max_det)
+        # the post-processing options given; the others are the camera loop's own defaults, whatever they are
+        self.post_options = {k: v for k, v in (("conf", conf), ("iou", iou), ("max_det", max_det)) if v is not None}
+        _check_thresholds(**self.post_options)
+        if decoder:  # camera --decoder: the detector's output decoder, where this edgekit has a choice of them
+            if "decoder" not in inspect.signature(Pipeline).parameters:
+                raise EdgekitError("this edgekit has one detector decoder: load() without decoder=")
+            self.post_options["decoder"] = decoder
         self.runner = open_runner(str(self.manifest.model_dir), backend, precision or "", device or "", threads)
         try:
             det, cls = (self.runner, None) if self.task == "detect" else (None, self.runner)
-            self.pipeline = Pipeline(det, cls, conf=self.conf, iou=self.iou, max_det=self.max_det)
+            self.pipeline = Pipeline(det, cls, **self.post_options)
         except BaseException:
             self.runner.close()
             raise
+        # what runs (None for a classifier)
+        self.conf, self.iou, self.max_det = (getattr(self.pipeline, k, None) for k in ("conf", "iou", "max_det"))
         self.timer = Timer()  # per-stage times of every call (preprocess, detect/classify, postprocess)
 
     # ---- what it is ---------------------------------------------------------------------------------------
@@ -161,8 +167,14 @@ def _read(path: Path) -> np.ndarray:
     return to_bgr(img)
 
 
-def _check_thresholds(conf: float, iou: float, max_det: int) -> None:
-    if not 0 <= conf <= 1 or not 0 < iou <= 1:
-        raise EdgekitError(f"conf must be in [0, 1] and iou in (0, 1], got conf={conf}, iou={iou}")
-    if not isinstance(max_det, int) or max_det < 1:
+def _check_thresholds(conf: float = 0.5, iou: float = 0.5, max_det: int = 1) -> None:
+    """The ranges `edgekit camera` checks for --conf, --iou and --max-det."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if not number(conf) or not 0 <= conf <= 1:
+        raise EdgekitError(f"conf must be a number in [0, 1], got {conf!r}")
+    if not number(iou) or not 0 < iou <= 1:
+        raise EdgekitError(f"iou must be a number in (0, 1], got {iou!r}")
+    if not isinstance(max_det, int) or isinstance(max_det, bool) or max_det < 1:
         raise EdgekitError(f"max_det must be a positive integer, got {max_det!r}")
