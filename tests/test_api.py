@@ -236,11 +236,13 @@ def test_camera_stops_and_closes_the_models_it_loaded(model_dir, tmp_path, mnist
                                              for im in images[:10]])
     cam = Camera(video, model=model_dir, threads=1, max_frames=4)
     assert [f.index for f in cam] == [0, 1, 2, 3]
+    seen = []
     with Camera(video, model=model_dir, threads=1) as cam:
         for f in cam:
+            seen.append(f.index)
             if f.index == 2:
                 cam.stop()
-    assert f.index == 2 and cam.stats["frames"] == 3
+    assert seen == [0, 1, 2] and cam.stats["frames"] >= 3  # a reader thread may have read ahead
     with warnings.catch_warnings():
         warnings.simplefilter("error", ResourceWarning)  # a runner never closed warns when collected
         with Camera(video, model=model_dir, threads=1) as cam:

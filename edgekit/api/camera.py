@@ -94,6 +94,7 @@ class Camera:
 
     def _run(self) -> Iterator[Frame]:
         owned: list[Model] = []
+        results = None
         try:
             det, cls = self._models(owned)
             pipeline = Pipeline(det and det.runner, cls and cls.runner, **(det.post_options if det else {}))
@@ -102,7 +103,8 @@ class Camera:
             make_record = RecordMaker(source.name, det and det.runner, cls and cls.runner)
             source.open()
             tracker = _tracker(self.config, source.fps)
-            for r in frame_results(source, pipeline, self.timer, self._stop, tracker):
+            results = frame_results(source, pipeline, self.timer, self._stop, tracker)
+            for r in results:
                 record = make_record(r.index, r.objects, r.captured)
                 if r.counts is not None:
                     record["counts"] = r.counts
@@ -114,6 +116,8 @@ class Camera:
                     break
         finally:
             try:
+                if results is not None:
+                    results.close()  # ends the shared frame path (and whatever it holds) before the source closes
                 if self._source is not None:
                     self._source.close()
             finally:
