@@ -37,8 +37,8 @@ class Camera:
     edgekit.load() Model) and optionally a `classifier` run on each detection. Iterate it for `Frame`s; the
     source opens on iteration and closes when the iteration ends, breaks or fails. `stop()` (from any thread)
     ends the iteration after the current frame. Models given as directories are loaded with `load_options`
-    (backend, precision, device, conf, iou, max_det, decoder, top_k, threads) and closed with the camera; loaded Models
-    are the caller's to close. `track`, `lines` and `zones` are `edgekit camera --track`, `--line x1,y1,x2,y2`
+    (backend, precision, device, conf, iou, max_det, decoder, top_k, threads) and closed with the camera; loaded
+    Models are the caller's to close. `track`, `lines` and `zones` are `edgekit camera --track`, `--line x1,y1,x2,y2`
     and `--zone x1,y1,x2,y2,x3,y3,...`: lines [(x1, y1, x2, y2), ...] and zones [[(x, y), ...], ...] in pixels
     (either turns tracking on); each Frame's `counts` then holds the totals so far, per class."""
 

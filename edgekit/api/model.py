@@ -88,7 +88,8 @@ class Model:
 
     def __repr__(self) -> str:
         state = "" if self.runner.loaded else ", closed"
-        return f"Model({self.name!r}, task={self.task!r}, backend={self.backend!r}, precision={self.precision!r}{state})"
+        return (f"Model({self.name!r}, task={self.task!r}, backend={self.backend!r}, "
+                f"precision={self.precision!r}{state})")
 
     # ---- calling ------------------------------------------------------------------------------------------
     def __call__(self, images: Any) -> Detections | Classification | list[Detections | Classification]:
