@@ -30,3 +30,15 @@ def write_noise_video(path: Path, frames: int, size: tuple[int, int], seed: int 
         writer.write(rng.integers(0, 255, (h, w, 3), np.uint8))
     writer.release()
     return path
+
+
+def write_video(path: Path, images: list[np.ndarray], fps: int = 10) -> Path:
+    """An MJPG .avi of `images` (uint8 BGR, all one size), in order."""
+    import cv2
+
+    h, w = images[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    for img in images:
+        writer.write(img)
+    writer.release()
+    return path

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgekit.camera.accuracy import digit_accuracy, load_truth, read_jsonl, same_results
+from edgekit.camera.frames import FrameTimer, frame_results
 from edgekit.camera.pipeline import Pipeline
 from edgekit.camera.outputs import check_outputs, open_output
 from edgekit.camera.records import RecordMaker
@@ -36,7 +37,6 @@ from edgekit.fileio import atomic_write_json
 from edgekit.profile.memory import peak_rss_mb, rss_mb
 from edgekit.profile.timer import LatencyStats, Timer
 from edgekit.vision.draw import draw_counts, draw_hud, draw_objects
-from edgekit.vision.preprocess import to_bgr
 
 log = logging.getLogger(__name__)
 
@@ -94,19 +94,13 @@ def open_runner(model_dir: str, backend: str, precision: str, device: str, threa
     return load_runner(model_dir, backend, **kw).load()
 
 
+def capture_options_for(cfg: CameraConfig) -> CaptureOptions:
+    """The source's options from the config (the CLI and edgekit.Camera)."""
+    return CaptureOptions(width=cfg.width, height=cfg.height, fps=cfg.fps, flip=cfg.flip, loop=cfg.loop,
+                          no_frame_seconds=cfg.source_timeout, max_reconnects=cfg.reconnects)
+
+
 RSS_EVERY, RSS_KEEP = 500, 240  # an RSS sample every 500 frames; past 240 samples, every other one is dropped
-
-
-class _FrameTimer(Timer):
-    """A Timer that also keeps the current frame's stage times (ns, summed per stage), for `on_frame`."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.frame_ns: dict[str, int] = {}
-
-    def add(self, stage: str, ns: int) -> None:
-        super().add(stage, ns)
-        self.frame_ns[stage] = self.frame_ns.get(stage, 0) + ns
 
 
 def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = None,
@@ -125,15 +119,13 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
     truth = load_truth(cfg.truth) if cfg.truth else None  # read first: a wrong path fails before the models load
     reference = read_jsonl(cfg.same_as, "--same-as results") if cfg.same_as else None
     scored = _Scored(truth, reference)
-    opts = capture_options or CaptureOptions(width=cfg.width, height=cfg.height, fps=cfg.fps, flip=cfg.flip,
-                                             loop=cfg.loop, no_frame_seconds=cfg.source_timeout,
-                                             max_reconnects=cfg.reconnects)
+    opts = capture_options or capture_options_for(cfg)
     runners = []
     tracker = None
     source = FrameSource(cfg.input, opts)
     sinks: list[Sink] = []
     stop = threading.Event()
-    timer = _FrameTimer()
+    timer = FrameTimer()
     frames, t_start = 0, time.perf_counter()
     rss: dict[str, Any] = {"start_mb": rss_mb()}
     error: BaseException | None = None
@@ -163,23 +155,9 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
         draw_here = cfg.draw and any(s.wants_frames and not s.draws_later for s in sinks)
         draw_later = cfg.draw and not draw_here and any(s.wants_frames and s.draws_later for s in sinks)
         rss["after_load_mb"] = rss_mb()
-        it = iter(source)
         fps_ema, last = 0.0, time.perf_counter()
-        while not stop.is_set():
-            timer.frame_ns = {}
-            t0 = time.perf_counter_ns()
-            frame = next(it, None)
-            if frame is None:
-                break
-            captured = make_record.now()
-            timer.add("capture", time.perf_counter_ns() - t0)
-            t_frame = time.perf_counter_ns()
-            frame = _normalise(frame)
-            objects = pipeline(frame, timer)
-            counts = None
-            if tracker is not None:
-                with timer("track"):
-                    counts = tracker.update(objects)  # sets each object's track_id; line/zone counts or None
+        for result in frame_results(source, pipeline, timer, stop, tracker):  # the same per-frame path as edgekit.Camera
+            frame, objects, counts, t_frame = result.image, result.objects, result.counts, result.started_ns
             overlay = None
             if draw_here:
                 with timer("draw"):
@@ -189,7 +167,7 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
             elif draw_later:
                 overlay = partial(_overlay, objects=objects, fps=fps_ema, stage_ms=_last_ms(timer), counts=counts)
             with timer("write"):
-                record = make_record(frames, objects, captured, counts)
+                record = make_record(frames, objects, result.captured, counts)
                 for s in sinks:
                     s.write(frame, record, overlay if s.draws_later else None)
             scored.add(record)
@@ -308,13 +286,6 @@ class _Scored:
                             first_difference=same["first_difference"] or {"why": "frames only in this run"})
             out["same_as"] = {"file": same_as_file, **same}
         return out
-
-
-def _normalise(frame: np.ndarray) -> np.ndarray:
-    """Any channel count to 3-channel BGR uint8 (gray cameras, BGRA, 16-bit depth-like frames)."""
-    if frame.dtype != np.uint8:
-        frame = (frame / max(1, np.iinfo(frame.dtype).max if frame.dtype.kind in "ui" else 1) * 255).astype(np.uint8)
-    return to_bgr(frame) if frame.ndim != 3 or frame.shape[2] != 3 else frame
 
 
 def _overlay(frame: np.ndarray, *, objects: list[dict[str, Any]], fps: float, stage_ms: dict[str, float],

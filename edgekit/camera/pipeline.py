@@ -159,7 +159,7 @@ class Pipeline:
                     out.append(self.classifier.infer({self.cls_in: crops[i:i + 1]})[self.cls_out])
                     self.cls_infer_ns += self.classifier.last_infer_ns
                 logits = np.concatenate(out)
-        probs = _softmax(logits.astype(np.float32))
+        probs = self.last_probs = _softmax(logits.astype(np.float32))  # kept: the Python API's top-k reads it
         best = probs.argmax(axis=1)
         for o, k, p in zip(objects, best.tolist(), probs[np.arange(len(best)), best].tolist()):
             o.update(label_id=k, label=self.cls_labels[k] if k < len(self.cls_labels) else str(k),
