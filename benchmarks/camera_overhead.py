@@ -65,7 +65,7 @@ def frame_rows(records: list[dict[str, Any]], warmup: int) -> list[dict[str, Any
     for r in records[warmup:]:
         infer = r["det_infer_ns"] + r["cls_infer_ns"]
         st = dict(r["stages_ns"])
-        for k in ("frame", "overhead"):  # the loop's own copies of what is computed here
+        for k in ("frame", "overhead", "latency", "queued"):  # the loop's own copies, and waits (not work)
             st.pop(k, None)
         timed = sum(v for k, v in st.items() if k != "capture")  # capture (decode) is not part of frame_ns
         st["untimed"] = r["frame_ns"] - timed  # frame time in no stage: glue, softmax/labels, timer spans

@@ -171,6 +171,26 @@ def libraries() -> dict[str, Any]:
     }
 
 
+def idle_cores(samples: int = 5, interval: float = 0.02) -> int:
+    """Cores this process may use that other work is not using right now, at least 1: the cores it may run on
+    less the tasks runnable apart from this one (the median of a few reads of /proc/loadavg's running count,
+    which counts this thread too). Instantaneous, unlike the load average, which lags a minute behind. Where
+    /proc/loadavg is missing: every core."""
+    import time
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    running = []
+    for i in range(samples):
+        text = _read("/proc/loadavg")
+        if text is None:
+            return cores
+        running.append(int(text.split()[3].split("/")[0]) - 1)
+        if i + 1 < samples:
+            time.sleep(interval)
+    others = sorted(running)[len(running) // 2]
+    return max(1, min(cores, cores - others))
+
+
 def ort_providers() -> list[str]:
     ort, _ = try_import("onnxruntime")
     return list(ort.get_available_providers()) if ort else []
