@@ -7,8 +7,10 @@ frame n-1 is decoded, classified, drawn and written, so a frame costs about its 
 
 The models' runners are only called from the inference thread (the classifier's from the caller's, in finish);
 sinks, drawing and on_frame stay on the caller's thread. One thread per stage and FIFO queues: frames come out
-in the order they were read. The queues are bounded, so at most 2 * depth + 3 frames are in flight and the
-pipeline needs depth + 2 input buffers (Pipeline(buffers=...)).
+in the order they were read. The reader takes a frame only when there is room for it in the queue to the
+detector (a free slot), so a live camera's frame waits at most for the inference before it, not for a full
+queue; at most 2 * depth + 2 frames are in flight and the pipeline needs depth + 1 input buffers
+(Pipeline(buffers=...)).
 
 Each frame carries its own stage times (ns; the threads never share a Timer): `capture`, `preprocess`,
 `detect` as before, and `queued` (time spent waiting between the stages: what overlapping hides). An error on
@@ -31,8 +33,9 @@ JOIN_SECONDS = 10.0  # a stage still running after this (a runner stuck in a cal
 
 
 def buffers_for(depth: int) -> int:
-    """Input buffers a Pipeline needs under Overlapped(depth): one being written, `depth` queued, one being read."""
-    return depth + 2
+    """Input buffers a Pipeline needs under Overlapped(depth): `depth` being prepared or queued (the reader takes a
+    slot before it reads), one being inferred."""
+    return depth + 1
 
 
 @dataclass
@@ -118,6 +121,7 @@ class Overlapped:
         self.on_stop = on_stop
         self._stop = threading.Event()
         self._to_infer: queue.Queue = queue.Queue(max(1, depth))
+        self._slots = threading.Semaphore(max(1, depth))  # room in _to_infer, taken before a frame is read
         self._done: queue.Queue = queue.Queue(max(1, depth))
         self._threads = [threading.Thread(target=self._guard, args=(self._read,), name="edgekit-read", daemon=True),
                          threading.Thread(target=self._guard, args=(self._infer,), name="edgekit-infer", daemon=True)]
@@ -152,6 +156,8 @@ class Overlapped:
     def _read(self) -> None:
         index = 0
         while not self._stop.is_set():
+            if not self._slots.acquire(timeout=0.05):
+                continue
             t0 = time.perf_counter_ns()
             image = next(self.frames, None)
             if image is None:
@@ -175,6 +181,7 @@ class Overlapped:
                 if f is not None:
                     self._put(self._done, f)
                 return
+            self._slots.release()
             t_got = f.took("queued", f.t_put_ns)
             self.pipeline.infer(f.prepared, f)
             f.t_put_ns = time.perf_counter_ns()

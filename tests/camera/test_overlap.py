@@ -129,8 +129,29 @@ def test_leaving_early_joins_the_threads_and_gives_the_buffers_back():
     assert fake.released >= 1
 
 
-def test_buffers_cover_every_frame_in_flight():
-    assert buffers_for(1) == 3
+def test_frames_between_prepare_and_infer_never_outnumber_the_buffers():
+    """The real Pipeline's pool of input buffers is sized by buffers_for(depth): it raises when a frame finds none."""
+    depth, held, most = 2, [0], [0]
+    lock = threading.Lock()
+
+    class Counting(FakePipeline):
+        def prepare(self, frame, timer):
+            with lock:
+                held[0] += 1
+                most[0] = max(most[0], held[0])
+            return super().prepare(frame, timer)
+
+        def infer(self, p, timer):
+            try:
+                return super().infer(p, timer)
+            finally:
+                with lock:
+                    held[0] -= 1
+
+    with Overlapped(_frames(40), Counting(seed=1), normalise=lambda f: f, capture_stamp=time.monotonic,
+                    depth=depth) as staged:
+        assert [f.index for f in staged] == list(range(40))
+    assert most[0] <= buffers_for(depth)
 
 
 # ---- the loop, with a real tiny YOLO on ONNX Runtime -------------------------------------------------------------
