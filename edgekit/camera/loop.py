@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -104,23 +105,31 @@ def runner_threads(backend: str, threads: int) -> dict[str, Any]:
 
 def _threads_used(det, cls, overlap: bool) -> dict[str, Any]:
     """What the report says about threads: each runner's own (as resolved), OpenCV's, whether stages overlap."""
-    out: dict[str, Any] = {"overlap": overlap, "opencv": 1}
+    out: dict[str, Any] = {"overlap": overlap, "opencv": 1, "gil_switch_ms": GIL_SWITCH_SECONDS * 1e3}
     for name, r in (("detector", det), ("classifier", cls)):
         if r is not None:
             out[name] = {k: r.options[k] for k in ("threads", "spin") if k in r.options} or "runtime default"
     return out
 
 
+GIL_SWITCH_SECONDS = 0.0005  # Python's default is 0.005
+
+
 @contextlib.contextmanager
-def opencv_threads(n: int):
-    """OpenCV's own thread pool at `n` threads while the loop runs (restored after): its workers would compete
-    with the runtime's for the same cores on a letterbox or a crop that one thread does in a millisecond."""
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(n)
+def loop_threads(opencv: int = 1, gil_switch: float = GIL_SWITCH_SECONDS):
+    """While the loop runs (restored after): OpenCV's own pool at `opencv` threads, whose workers would compete
+    with the runtime's for the same cores on a letterbox or a crop that one thread does in a millisecond; and
+    a shorter GIL switch interval: a stage thread coming back from C code (a decode, a runner, a frame copy)
+    waits for the GIL up to the interval while another thread runs Python (the live view's encoder drawing,
+    its request threads), and at Python's 5 ms that wait showed up in the loop's frame times (10-40 ms writes)."""
+    before = cv2.getNumThreads(), sys.getswitchinterval()
+    cv2.setNumThreads(opencv)
+    sys.setswitchinterval(gil_switch)
     try:
         yield
     finally:
-        cv2.setNumThreads(before)
+        cv2.setNumThreads(before[0])
+        sys.setswitchinterval(before[1])
 
 
 RSS_EVERY, RSS_KEEP = 500, 240  # an RSS sample every 500 frames; past 240 samples, every other one is dropped
@@ -192,7 +201,7 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
         fps_ema, last = 0.0, time.perf_counter()
         staged = (Overlapped(it, pipeline, normalise=_normalise, capture_stamp=make_record.now, on_stop=source.stop)
                   if cfg.overlap else Serial(it, pipeline, normalise=_normalise, capture_stamp=make_record.now))
-        with opencv_threads(1), staged:
+        with loop_threads(), staged:
             for f in staged:  # read, letterboxed and inferred (on the stage threads when overlapped)
                 if stop.is_set():
                     break

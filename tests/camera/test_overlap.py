@@ -177,8 +177,12 @@ def _run(video: Path, model: Path, out: Path, **kw) -> tuple[dict, list[dict]]:
 
 
 def test_overlapped_loop_finds_what_the_serial_loop_finds_in_the_same_order(detect_video, tiny_yolo_dir, tmp_path):
+    import sys
+
+    before = cv2.getNumThreads(), sys.getswitchinterval()
     rep_o, rows_o = _run(detect_video, tiny_yolo_dir, tmp_path / "o", overlap=True)
     rep_s, rows_s = _run(detect_video, tiny_yolo_dir, tmp_path / "s", overlap=False)
+    assert (cv2.getNumThreads(), sys.getswitchinterval()) == before  # the loop's settings are undone
     assert [r["frame"] for r in rows_o] == list(range(24))
     assert sum(len(r["objects"]) for r in rows_o) > 0  # the check below is not vacuous
     assert [r["objects"] for r in rows_o] == [r["objects"] for r in rows_s]
@@ -238,6 +242,11 @@ def test_onnxrt_threads_never_spin_and_default_to_the_idle_cores(monkeypatch):
     assert platform.idle_cores(samples=3, interval=0) == 1  # never fewer than one
     monkeypatch.setattr(platform, "_read", lambda path: "0.00 0.00 0.00 1/120 999")
     assert platform.idle_cores(samples=3, interval=0) == 4
+    files = {"/proc/loadavg": "0.00 0.00 0.00 1/120 999", "/sys/fs/cgroup/cpu.max": "150000 100000"}
+    monkeypatch.setattr(platform, "_read", files.get)  # a container limited to 1.5 CPUs: 2 cores, not 4
+    assert platform.cpu_quota() == 2 and platform.idle_cores(samples=1) == 2
+    files["/sys/fs/cgroup/cpu.max"] = "max 100000"
+    assert platform.cpu_quota() is None and platform.idle_cores(samples=1) == 4
     monkeypatch.setattr("edgekit.camera.loop.idle_cores", lambda: 2)
     assert runner_threads("onnxrt", 0) == {"threads": 2, "spin": False}
     assert runner_threads("onnxrt", 3) == {"threads": 3, "spin": False}
