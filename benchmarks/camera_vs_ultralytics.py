@@ -126,11 +126,14 @@ def child_ultralytics(args: argparse.Namespace) -> dict[str, Any]:
     ultralytics_env(offline=True)
     from ultralytics import YOLO
 
+    from edgekit.manifest import Manifest
+
+    imgsz = int(Manifest.load(args.model_dir).input.shape[2])  # the ONNX file's fixed size (640 for the default)
     model = YOLO(str(Path(args.model_dir) / "model.onnx"), task="detect")
     stamps: list[int] = []
     objects: list[int] = []
     speed: dict[str, list[float]] = {}
-    for r in model.predict(args.video, stream=True, imgsz=IMGSZ, conf=CONF, iou=IOU, device="cpu", verbose=False,
+    for r in model.predict(args.video, stream=True, imgsz=imgsz, conf=CONF, iou=IOU, device="cpu", verbose=False,
                            save=False, show=False):
         stamps.append(time.perf_counter_ns())
         objects.append(len(r.boxes))
