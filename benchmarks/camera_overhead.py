@@ -12,8 +12,9 @@ in the loop). Variants, interleaved in rounds on the same video: `bare` (no outp
 writing), `jsonl` (results file), `video` (mp4 + jsonl, no overlays), `video+draw` (mp4 + jsonl with
 overlays, drawn on the video writer's thread: the usual run), `bare+track` (no outputs, --track: ByteTrack
 ids), `bare+track+lines` (--track with a line across the middle and a zone over the left half: their counts
-too). The first --warmup frames of every run are dropped. The floor (issue #6): overhead <= 2 ms median at
-640x480; it holds with --track on (issue #14).
+too), `http+viewer` (the http:// live view with one viewer reading its MJPEG stream from another process, as a
+browser would; connected before the first frame is timed). The first --warmup frames of every run are dropped.
+The floor (issues #6, #14): overhead <= 2 ms median at 640x480, bare, with --track and with the live view watched.
 """
 from __future__ import annotations
 
@@ -21,7 +22,11 @@ import argparse
 import hashlib
 import json
 import os
+import socket
+import subprocess
 import sys
+import threading
+import time
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 FLOOR_MS = 2.0
 NON_INFER = ("preprocess", "postprocess", "classify_pre", "track", "draw", "write", "untimed", "detect_minus_infer",
              "classify_minus_infer")  # frame_rows' parts of a frame that are not the models' inference
-VARIANTS = ("bare", "jsonl", "video", "video+draw", "bare+track", "bare+track+lines")
+VARIANTS = ("bare", "jsonl", "video", "video+draw", "bare+track", "bare+track+lines", "http+viewer")
 DEFAULTS = {  # what `make demo` leaves: its test video and its two models
     "video": "runs/demo/data/digits-detect/video/digits.mp4",
     "detector": "runs/demo/models/digit_detector",
@@ -50,12 +55,16 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="classifier model directory, '' for none (default: %(default)s)")
     p.add_argument("--backend", default="onnxrt", help="backend of both models (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per runner (default: %(default)s)")
-    p.add_argument("--cv-threads", type=int, default=1, help="cv2.setNumThreads (default: %(default)s)")
+    p.add_argument("--cv-threads", type=int, default=1, help="cv2.setNumThreads (default: %(default)s; the loop "
+                   "itself runs OpenCV at 1 thread while it runs)")
+    p.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=True,
+                   help="the loop's stages on their own threads (default) or one after another (--no-overlap)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds, one run per variant each")
     p.add_argument("--warmup", type=int, default=10, help="frames dropped at the start of every run")
     p.add_argument("--max-frames", type=int, default=0, help="frames per run; 0 = the whole video")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "camera_overhead.json"))
+    p.add_argument("--viewer-child", type=int, default=0, help=argparse.SUPPRESS)  # internal: the viewer's port
     return p
 
 
@@ -69,7 +78,7 @@ def frame_rows(records: list[dict[str, Any]], warmup: int) -> list[dict[str, Any
     for r in records[warmup:]:
         infer = r["det_infer_ns"] + r["cls_infer_ns"]
         st = dict(r["stages_ns"])
-        for k in ("frame", "overhead"):  # the loop's own copies of what is computed here
+        for k in ("frame", "overhead", "latency", "queued"):  # the loop's own copies, and waits (not work)
             st.pop(k, None)
         timed = sum(v for k, v in st.items() if k != "capture")  # capture (decode) is not part of frame_ns
         st["untimed"] = r["frame_ns"] - timed  # frame time in no stage: glue, softmax/labels, timer spans
@@ -113,22 +122,36 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def run_variant(variant: str, args: argparse.Namespace, work: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from edgekit.camera.loop import CameraConfig, run_camera
 
+    port = free_port()
     outputs = {"bare": [], "jsonl": ["r.jsonl"], "video": ["o.mp4", "r.jsonl"], "video+draw": ["o.mp4", "r.jsonl"],
-               "bare+track": [], "bare+track+lines": []}
+               "bare+track": [], "bare+track+lines": [], "http+viewer": [f"http://127.0.0.1:{port}"]}
     if variant not in outputs:
         from edgekit.errors import unknown_choice
 
         raise unknown_choice("variant", variant, outputs)
+    viewer = Viewer(port) if variant == "http+viewer" else None
     records: list[dict[str, Any]] = []
-    cfg = CameraConfig(input=args.video, output=[str(work / o) for o in outputs[variant]], detector=args.detector,
-                       classifier=args.classifier, det_backend=args.backend, cls_backend=args.backend,
-                       headless=True, threads=args.threads, max_frames=args.max_frames, draw=variant != "video",
+
+    def on_frame(rec: dict[str, Any]) -> None:
+        if viewer is not None and not records:
+            viewer.wait_connected()  # frame 0 (warm-up): the viewer is watching before any frame is timed
+        records.append({**rec, "stages_ns": dict(rec["stages_ns"])})
+
+    outs = [o if o.startswith("http://") else str(work / o) for o in outputs[variant]]
+    cfg = CameraConfig(input=args.video, output=outs, detector=args.detector, classifier=args.classifier,
+                       det_backend=args.backend, cls_backend=args.backend, headless=True, threads=args.threads,
+                       max_frames=args.max_frames, draw=variant != "video", overlap=args.overlap,
                        **tracking_options(variant, args.video))
-    report = run_camera(cfg, on_frame=lambda rec: records.append({**rec, "stages_ns": dict(rec["stages_ns"])}))
+    try:
+        report = run_camera(cfg, on_frame=on_frame)
+    finally:
+        report_viewer = viewer.finish() if viewer is not None else None
     jsonl = work / "r.jsonl"
     report["results_sha256"] = results_digest(jsonl) if jsonl.exists() else None
+    report["viewer"] = report_viewer
     for o in outputs[variant]:
-        (work / o).unlink(missing_ok=True)
+        if not o.startswith("http://"):
+            (work / o).unlink(missing_ok=True)
     return records, report
 
 
@@ -144,6 +167,76 @@ def tracking_options(variant: str, video: str) -> dict[str, Any]:
     w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) or 640, int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) or 480
     cap.release()
     return {"track": True, "line": [f"0,{h // 2},{w},{h // 2}"], "zone": [f"0,0,{w // 2},0,{w // 2},{h},0,{h}"]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Viewer:
+    """One viewer of the live view in another process (as a browser is): reads /stream until the server closes."""
+
+    def __init__(self, port: int) -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__, "--viewer-child", str(port)], stdout=subprocess.PIPE,
+                                     text=True)
+        self.connected, self.summary = threading.Event(), {}
+        threading.Thread(target=self._listen, daemon=True).start()
+
+    def _listen(self) -> None:
+        for line in self.proc.stdout:
+            if line.strip() == "connected":
+                self.connected.set()
+            elif line.strip():
+                self.summary = json.loads(line)
+                self.connected.set()
+
+    def wait_connected(self) -> None:
+        if not self.connected.wait(120):
+            raise RuntimeError("the viewer never connected to the live view")
+
+    def finish(self) -> dict[str, Any]:
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        time.sleep(0.1)  # the listener reads the summary line
+        return self.summary
+
+
+def viewer_child(port: int) -> int:
+    """Connect to http://127.0.0.1:PORT/stream (retrying until it listens), say "connected", count the JPEG parts
+    until the server closes, print {"parts": n}."""
+    import http.client
+
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", "/stream")
+            resp = conn.getresponse()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                print(json.dumps({"error": "the live view never listened"}), flush=True)
+                return 1
+            time.sleep(0.05)
+    print("connected" if resp.status == 200 else json.dumps({"error": f"HTTP {resp.status}"}), flush=True)
+    parts = 0
+    try:
+        while line := resp.fp.readline():
+            if line.lower().startswith(b"content-length:"):
+                n = int(line.split(b":")[1])
+                resp.fp.readline()
+                if len(resp.fp.read(n)) != n:
+                    break
+                parts += 1
+    except OSError:
+        pass
+    print(json.dumps({"parts": parts}), flush=True)
+    return 0
 
 
 def results_digest(jsonl: Path) -> str:
@@ -165,6 +258,8 @@ def check_inputs(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.viewer_child:
+        return viewer_child(args.viewer_child)
     import cv2
 
     from edgekit.errors import EdgekitError
@@ -190,7 +285,7 @@ def main(args: argparse.Namespace) -> int:
                                     "results_sha256": rep["results_sha256"], "loadavg": os.getloadavg()[0],
                                     "rss_peak_mb": rep["rss"]["peak_mb"], "capture": rep["capture"],
                                     "draw_on_writer_thread_p50_ms": (rep.get("draw_on_writer_thread_ms") or {}).get(
-                                        "p50_ms")})
+                                        "p50_ms"), "viewer": rep["viewer"]})
                     print(f"round {rnd} {v:<10} {rep['frames']} frames, overhead p50 {s['overhead_ms']['p50_ms']:.3f} "
                           f"ms, frame p50 {s['frame_ms']['p50_ms']:.2f} ms, load {os.getloadavg()[0]:.2f}", flush=True)
     except EdgekitError as e:
@@ -205,6 +300,7 @@ def main(args: argparse.Namespace) -> int:
                 "(decode excluded) minus the detector's and classifier's inference as their runners timed it",
         "inputs": {"video": args.video, "detector": args.detector, "classifier": args.classifier,
                    "backend": args.backend, "threads": args.threads, "cv_threads": args.cv_threads,
+                   "overlap": args.overlap,
                    "warmup_frames": args.warmup, "rounds": args.rounds},
         "floor": {"overhead_p50_ms": FLOOR_MS}, "worst_variant_overhead_p50_ms": worst, "floor_met": worst <= FLOOR_MS,
         "results_identical_across_runs": len(shas) <= 1, "results_sha256": sorted(shas),

@@ -171,6 +171,41 @@ def libraries() -> dict[str, Any]:
     }
 
 
+def idle_cores(samples: int = 5, interval: float = 0.02) -> int:
+    """Cores this process may use that other work is not using right now, at least 1: the cores it may run on
+    less the tasks runnable apart from this one (the median of a few reads of /proc/loadavg's running count,
+    which counts this thread too). Instantaneous, unlike the load average, which lags a minute behind. Where
+    /proc/loadavg is missing: every core."""
+    import time
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = min(cores, cpu_quota() or cores)
+    running = []
+    for i in range(samples):
+        text = _read("/proc/loadavg")
+        if text is None:
+            return cores
+        running.append(int(text.split()[3].split("/")[0]) - 1)
+        if i + 1 < samples:
+            time.sleep(interval)
+    others = sorted(running)[len(running) // 2]
+    return max(1, min(cores, cores - others))
+
+
+def cpu_quota() -> int | None:
+    """The cgroup's CPU limit in whole cores (a container's --cpus), rounded up; None when there is none."""
+    import math
+
+    v2 = _read("/sys/fs/cgroup/cpu.max")  # "max 100000" or "200000 100000"
+    quota, period = (v2.split() + ["", ""])[:2] if v2 else (_read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+                                                             _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us"))
+    try:
+        q, p = int(quota), int(period)
+    except (TypeError, ValueError):  # "max", missing files
+        return None
+    return max(1, math.ceil(q / p)) if q > 0 and p > 0 else None
+
+
 def ort_providers() -> list[str]:
     ort, _ = try_import("onnxruntime")
     return list(ort.get_available_providers()) if ort else []

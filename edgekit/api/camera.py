@@ -20,6 +20,7 @@ import numpy as np
 from edgekit.api.model import Model, load, read_manifest
 from edgekit.api.results import Frame, classification_from_probs, detections_from_objects
 from edgekit.camera.frames import FrameTimer, frame_results
+from edgekit.camera.overlap import buffers_for
 from edgekit.camera.loop import CameraConfig, capture_options_for
 from edgekit.camera.pipeline import Pipeline
 from edgekit.camera.records import RecordMaker, utc_iso
@@ -28,7 +29,7 @@ from edgekit.errors import EdgekitError
 
 # CameraConfig fields a Camera takes as keywords (their defaults and checks are the CLI's)
 CAPTURE_OPTIONS = ("max_frames", "loop", "width", "height", "fps", "flip", "source_timeout", "reconnects",
-                   "track_conf")
+                   "track_conf", "overlap")
 LOAD_OPTIONS = ("backend", "precision", "device", "conf", "iou", "max_det", "decoder", "top_k", "threads")
 
 
@@ -37,8 +38,8 @@ class Camera:
     edgekit.load() Model) and optionally a `classifier` run on each detection. Iterate it for `Frame`s; the
     source opens on iteration and closes when the iteration ends, breaks or fails. `stop()` (from any thread)
     ends the iteration after the current frame. Models given as directories are loaded with `load_options`
-    (backend, precision, device, conf, iou, max_det, decoder, top_k, threads) and closed with the camera; loaded
-    Models are the caller's to close. `track`, `lines` and `zones` are `edgekit camera --track`, `--line x1,y1,x2,y2`
+    (backend, precision, device, conf, iou, max_det, decoder, top_k, threads) and closed with the camera; loaded Models
+    are the caller's to close. `track`, `lines` and `zones` are `edgekit camera --track`, `--line x1,y1,x2,y2`
     and `--zone x1,y1,x2,y2,x3,y3,...`: lines [(x1, y1, x2, y2), ...] and zones [[(x, y), ...], ...] in pixels
     (either turns tracking on); each Frame's `counts` then holds the totals so far, per class."""
 
@@ -97,13 +98,15 @@ class Camera:
         results = None
         try:
             det, cls = self._models(owned)
-            pipeline = Pipeline(det and det.runner, cls and cls.runner, **(det.post_options if det else {}))
+            pipeline = Pipeline(det and det.runner, cls and cls.runner, **(det.post_options if det else {}),
+                                buffers=buffers_for(1) if self.config.overlap else 1)
             self._source = source = FrameSource(self.config.input, capture_options_for(self.config))
             self.stats = source.stats
             make_record = RecordMaker(source.name, det and det.runner, cls and cls.runner)
             source.open()
             tracker = _tracker(self.config, source.fps)
-            results = frame_results(source, pipeline, self.timer, self._stop, tracker)
+            results = frame_results(source, pipeline, self.timer, self._stop, tracker, overlap=self.config.overlap,
+                                    on_stop=source.stop)
             for r in results:
                 record = make_record(r.index, r.objects, r.captured)
                 if r.counts is not None:
@@ -117,7 +120,7 @@ class Camera:
         finally:
             try:
                 if results is not None:
-                    results.close()  # ends the shared frame path (and whatever it holds) before the source closes
+                    results.close()  # joins the stage threads
                 if self._source is not None:
                     self._source.close()
             finally:

@@ -7,13 +7,13 @@ numpy and the runners only: no torch, no OpenCV at import."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from edgekit.camera.overlap import Overlapped, Serial
 from edgekit.camera.pipeline import Pipeline
 from edgekit.camera.records import RecordMaker
 from edgekit.profile.timer import Timer
@@ -41,34 +41,35 @@ class FrameResult:
     captured: tuple[int, int]  # (monotonic ns, wall-clock ns) when the loop received the frame
     image: np.ndarray  # the frame, 3-channel BGR uint8 (the CLI may draw its overlays on it afterwards)
     objects: list[dict[str, Any]]
-    started_ns: int  # perf_counter_ns() once the frame was taken: a frame's own time starts here (capture excluded)
     counts: dict[str, Any] | None = None  # the tracker's line/zone counts after this frame (the record's `counts`)
+    staged: Any = None  # camera.overlap's Frame: its stage times and clocks (work_ns, t_got_ns, t_read_ns, prepared)
 
 
 def frame_results(frames: Iterable[np.ndarray], pipeline: Pipeline, timer: FrameTimer,
-                  stop: threading.Event | None = None, tracker: Any = None) -> Iterator[FrameResult]:
+                  stop: threading.Event | None = None, tracker: Any = None, *, overlap: bool = False,
+                  on_stop: Callable[[], Any] = lambda: None) -> Iterator[FrameResult]:
     """Each frame of `frames` (a FrameSource) through `pipeline`, until the frames end or `stop` is set. Timings go
-    to `timer` (stage "capture", then the pipeline's stages); `timer.frame_ns` restarts with each frame.
-    `tracker` (camera --track): its update(objects) sets each object's track_id and returns the counts, or None."""
+    to `timer` (capture, preprocess, detect, ... as each frame's stages report them); `timer.frame_ns` restarts
+    with each frame. `overlap`: read + letterbox and the detector on threads of their own (camera.overlap; the
+    pipeline needs buffers_for(1) input buffers), else in turn here. `tracker` (camera --track): its
+    update(objects) sets each object's track_id and returns the counts, or None. Close the generator (or run
+    it out) to join the stage threads: contextlib.closing."""
     it = iter(frames)
-    index = 0
-    while stop is None or not stop.is_set():
-        timer.frame_ns = {}
-        t0 = time.perf_counter_ns()
-        frame = next(it, None)
-        if frame is None:
-            return
-        captured = RecordMaker.now()
-        started = time.perf_counter_ns()
-        timer.add("capture", started - t0)
-        frame = normalise(frame)
-        objects = pipeline(frame, timer)
-        counts = None
-        if tracker is not None:
-            with timer("track"):
-                counts = tracker.update(objects)
-        yield FrameResult(index, captured, frame, objects, started, counts)
-        index += 1
+    staged = (Overlapped(it, pipeline, normalise=normalise, capture_stamp=RecordMaker.now, on_stop=on_stop)
+              if overlap else Serial(it, pipeline, normalise=normalise, capture_stamp=RecordMaker.now))
+    with staged:
+        for f in staged:
+            if stop is not None and stop.is_set():
+                return
+            timer.frame_ns = {}
+            for stage, ns in f.stages_ns.items():
+                timer.add(stage, ns)
+            objects = pipeline.finish(f.image, f.prepared, timer)
+            counts = None
+            if tracker is not None:
+                with timer("track"):
+                    counts = tracker.update(objects)
+            yield FrameResult(f.index, f.captured, f.image, objects, counts, f)
 
 
 def normalise(frame: np.ndarray) -> np.ndarray:

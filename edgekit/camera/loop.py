@@ -2,6 +2,11 @@
 SIGTERM. Per-stage times (p50/p90/p99) and RSS are reported at the end, as JSON too. The report and the
 video are finalised however the loop stops.
 
+Reading and letterboxing, and the detector, run on threads of their own (edgekit.camera.overlap; --no-overlap:
+in turn on this thread), overlapped with decoding, classifying, drawing and writing here, frames in order. A
+frame's `frame` time is its own work on every thread, `queued` its waits between them, `latency` read to
+written. ONNX Runtime's threads never spin and default to the idle cores; OpenCV runs one thread meanwhile.
+
 The report's `status` says how the run ended: "ok" (end of stream, --max-frames or the window closed),
 "interrupted" (Ctrl-C / SIGTERM) or "failed" (then `error` holds the message; a run that failed before its
 first frame, say a model that would not load, says so and has no timings). Further Ctrl-C while the outputs
@@ -12,8 +17,10 @@ the video writer's drawing times, RSS samples (thinned), and results kept for --
 those files have)."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -24,6 +31,7 @@ import numpy as np
 
 from edgekit.camera.accuracy import digit_accuracy, load_truth, read_jsonl, same_results
 from edgekit.camera.frames import FrameTimer, frame_results
+from edgekit.camera.overlap import buffers_for
 from edgekit.camera.pipeline import Pipeline
 from edgekit.camera.outputs import check_outputs, open_output
 from edgekit.camera.records import RecordMaker
@@ -34,10 +42,13 @@ from edgekit.configs import check_config, option
 from edgekit.errors import EdgekitError
 from edgekit.manifest import BACKENDS, PRECISIONS
 from edgekit.fileio import atomic_write_json
+from edgekit.lazy import lazy_import
+from edgekit.platform import idle_cores
 from edgekit.profile.memory import peak_rss_mb, rss_mb
 from edgekit.profile.timer import LatencyStats, Timer
 from edgekit.vision.draw import draw_counts, draw_hud, draw_objects
 
+cv2 = lazy_import("cv2")
 log = logging.getLogger(__name__)
 
 
@@ -69,7 +80,8 @@ class CameraConfig:
     flip: int = option(0, ge=0, le=7)  # CSI flip-method
     draw: bool = True  # overlays on the frames written
     report: str = option("", path="out_file", empty=True)  # JSON report path; empty: none
-    threads: int = option(0, ge=0, le=1024)  # CPU threads per runner; 0 = the runtime's default
+    threads: int = option(0, ge=0, le=1024)  # CPU threads per runner; 0 = ONNX Runtime: the idle cores (at least 1), others: their default
+    overlap: bool = True  # read + letterbox and inference on threads of their own, overlapped with decode, draw and write (frames stay in order); off: one stage after another
     truth: str = option("", path="file", empty=True)  # ground truth per frame (digits-detect's video/digits.jsonl): digit accuracy in the report
     same_as: str = option("", path="file", empty=True)  # another run's results .jsonl (say, another backend's): whether this run's are the same
     http_viewers: int = option(4, ge=1, le=64)  # live view (http:// output): most streams at once; more get HTTP 503
@@ -88,9 +100,7 @@ class CameraConfig:
 def open_runner(model_dir: str, backend: str, precision: str, device: str, threads: int):
     from edgekit.runners import load_runner
 
-    kw: dict[str, Any] = {"precision": precision or None, "device": device or None}
-    if threads:
-        kw["threads"] = threads
+    kw: dict[str, Any] = {"precision": precision or None, "device": device or None, **runner_threads(backend, threads)}
     return load_runner(model_dir, backend, **kw).load()
 
 
@@ -98,6 +108,45 @@ def capture_options_for(cfg: CameraConfig) -> CaptureOptions:
     """The source's options from the config (the CLI and edgekit.Camera)."""
     return CaptureOptions(width=cfg.width, height=cfg.height, fps=cfg.fps, flip=cfg.flip, loop=cfg.loop,
                           no_frame_seconds=cfg.source_timeout, max_reconnects=cfg.reconnects)
+
+
+def runner_threads(backend: str, threads: int) -> dict[str, Any]:
+    """The runner's thread options in the loop. ONNX Runtime's default (an intra-op thread per core, spinning
+    between ops) loses the most when other work shares the cores: a descheduled thread stalls every parallel op
+    and the spinning ones burn the time slices the others need. So its threads never spin here, and --threads 0
+    means the cores not already busy when the loop starts (platform.idle_cores, at least 1)."""
+    if backend != "onnxrt":
+        return {"threads": threads} if threads else {}
+    return {"threads": threads or idle_cores(), "spin": False}
+
+
+def _threads_used(det, cls, overlap: bool) -> dict[str, Any]:
+    """What the report says about threads: each runner's own (as resolved), OpenCV's, whether stages overlap."""
+    out: dict[str, Any] = {"overlap": overlap, "opencv": 1, "gil_switch_ms": GIL_SWITCH_SECONDS * 1e3}
+    for name, r in (("detector", det), ("classifier", cls)):
+        if r is not None:
+            out[name] = {k: r.options[k] for k in ("threads", "spin") if k in r.options} or "runtime default"
+    return out
+
+
+GIL_SWITCH_SECONDS = 0.0005  # Python's default is 0.005
+
+
+@contextlib.contextmanager
+def loop_threads(opencv: int = 1, gil_switch: float = GIL_SWITCH_SECONDS):
+    """While the loop runs (restored after): OpenCV's own pool at `opencv` threads, whose workers would compete
+    with the runtime's for the same cores on a letterbox or a crop that one thread does in a millisecond; and
+    a shorter GIL switch interval: a stage thread coming back from C code (a decode, a runner, a frame copy)
+    waits for the GIL up to the interval while another thread runs Python (the live view's encoder drawing,
+    its request threads), and at Python's 5 ms that wait showed up in the loop's frame times (10-40 ms writes)."""
+    before = cv2.getNumThreads(), sys.getswitchinterval()
+    cv2.setNumThreads(opencv)
+    sys.setswitchinterval(gil_switch)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before[0])
+        sys.setswitchinterval(before[1])
 
 
 RSS_EVERY, RSS_KEEP = 500, 240  # an RSS sample every 500 frames; past 240 samples, every other one is dropped
@@ -129,6 +178,7 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
     frames, t_start = 0, time.perf_counter()
     rss: dict[str, Any] = {"start_mb": rss_mb()}
     error: BaseException | None = None
+    threads: dict[str, Any] = {}
     signals = _install_signal_handlers(lambda: (stop.set(), source.stop()))
     try:
         det = open_runner(cfg.detector, cfg.det_backend, cfg.det_precision, cfg.device, cfg.threads) \
@@ -137,7 +187,9 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
         cls = open_runner(cfg.classifier, cfg.cls_backend, cfg.cls_precision, cfg.device, cfg.threads) \
             if cfg.classifier else None
         runners.append(cls)
-        pipeline = Pipeline(det, cls, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det, decoder=cfg.decoder)
+        threads.update(_threads_used(det, cls, cfg.overlap))
+        pipeline = Pipeline(det, cls, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det, decoder=cfg.decoder,
+                            buffers=buffers_for(1) if cfg.overlap else 1)
         if pipeline.postprocess is not None:
             post = pipeline.postprocess
             log.info("detector: %s decoder, conf %g, IoU %g, max %d detections per frame (%s)", post.decoder,
@@ -156,35 +208,39 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
         draw_later = cfg.draw and not draw_here and any(s.wants_frames and s.draws_later for s in sinks)
         rss["after_load_mb"] = rss_mb()
         fps_ema, last = 0.0, time.perf_counter()
-        for result in frame_results(source, pipeline, timer, stop, tracker):  # the same per-frame path as edgekit.Camera
-            frame, objects, counts, t_frame = result.image, result.objects, result.counts, result.started_ns
-            overlay = None
-            if draw_here:
-                with timer("draw"):
-                    draw_objects(frame, objects)
-                    draw_counts(frame, counts)
-                    draw_hud(frame, fps_ema, _last_ms(timer))
-            elif draw_later:
-                overlay = partial(_overlay, objects=objects, fps=fps_ema, stage_ms=_last_ms(timer), counts=counts)
-            with timer("write"):
-                record = make_record(frames, objects, result.captured, counts)
-                for s in sinks:
-                    s.write(frame, record, overlay if s.draws_later else None)
-            scored.add(record)
-            frame_ns = time.perf_counter_ns() - t_frame
-            timer.add("frame", frame_ns)
-            timer.add("overhead", frame_ns - pipeline.infer_ns)  # everything but the models' inference
-            if on_frame is not None:
-                on_frame({"frame": frames, "objects": len(objects), "frame_ns": frame_ns,
-                          "det_infer_ns": pipeline.det_infer_ns, "cls_infer_ns": pipeline.cls_infer_ns,
-                          "stages_ns": timer.frame_ns})
-            frames += 1
-            now = time.perf_counter()
-            fps_ema = 1 / max(now - last, 1e-9) if frames == 1 else 0.9 * fps_ema + 0.1 / max(now - last, 1e-9)
-            last = now
-            _sample_rss(rss, frames)
-            if (cfg.max_frames and frames >= cfg.max_frames) or any(s.stop_requested for s in sinks):
-                break
+        results = frame_results(source, pipeline, timer, stop, tracker, overlap=cfg.overlap, on_stop=source.stop)
+        with loop_threads(), contextlib.closing(results):  # closing: the stage threads are joined on any exit
+            for result in results:  # the same per-frame path as edgekit.Camera (stages overlapped unless --no-overlap)
+                f, frame, objects, counts = result.staged, result.image, result.objects, result.counts
+                overlay = None
+                if draw_here:
+                    with timer("draw"):
+                        draw_objects(frame, objects)
+                        draw_counts(frame, counts)
+                        draw_hud(frame, fps_ema, _last_ms(timer))
+                elif draw_later:
+                    overlay = partial(_overlay, objects=objects, fps=fps_ema, stage_ms=_last_ms(timer), counts=counts)
+                with timer("write"):
+                    record = make_record(frames, objects, result.captured, counts)
+                    for s in sinks:
+                        s.write(frame, record, overlay if s.draws_later else None)
+                scored.add(record)
+                done = time.perf_counter_ns()
+                frame_ns = f.work_ns + done - f.t_got_ns  # the frame's own work on every thread, queue waits excluded
+                timer.add("frame", frame_ns)
+                det_ns, cls_ns = f.prepared.det_infer_ns, pipeline.cls_infer_ns
+                timer.add("overhead", frame_ns - det_ns - cls_ns)  # everything but the models' inference
+                timer.add("latency", done - f.t_read_ns)  # read to written, waits included
+                if on_frame is not None:
+                    on_frame({"frame": frames, "objects": len(objects), "frame_ns": frame_ns,
+                              "det_infer_ns": det_ns, "cls_infer_ns": cls_ns, "stages_ns": timer.frame_ns})
+                frames += 1
+                now = time.perf_counter()
+                fps_ema = 1 / max(now - last, 1e-9) if frames == 1 else 0.9 * fps_ema + 0.1 / max(now - last, 1e-9)
+                last = now
+                _sample_rss(rss, frames)
+                if (cfg.max_frames and frames >= cfg.max_frames) or any(s.stop_requested for s in sinks):
+                    break
     except BaseException as e:
         error = e
         raise
@@ -192,14 +248,14 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
         signals.finishing = True  # from here on, Ctrl-C cannot cut the outputs or the report short
         try:
             result = _finish(cfg, source, sinks, runners, timer, frames, time.perf_counter() - t_start, rss,
-                             stop.is_set(), outputs, scored, error, tracker)
+                             stop.is_set(), outputs, scored, error, threads, tracker)
         finally:
             signals.restore()
     return result
 
 
 def _finish(cfg, source, sinks, runners, timer, frames, seconds, rss, interrupted, outputs, scored,
-            error, tracker=None) -> dict[str, Any]:
+            error, threads, tracker=None) -> dict[str, Any]:
     """Close everything (each close is tried even when another fails), then build and write the report. The
     first error wins: an error while closing is raised only when the run itself had none."""
     close_error: EdgekitError | None = None
@@ -211,6 +267,7 @@ def _finish(cfg, source, sinks, runners, timer, frames, seconds, rss, interrupte
     error = error or close_error
     rss.update(end_mb=rss_mb(), peak_mb=peak_rss_mb())
     result = _report(cfg, source, timer, frames, seconds, rss, interrupted, outputs, error)
+    result["threads"] = threads
     drawn_later = [ns for s in sinks for ns in getattr(s, "draw_ns", ())]
     if drawn_later:  # off the loop: not part of a frame's time, reported apart
         result["draw_on_writer_thread_ms"] = LatencyStats.from_ns(drawn_later).as_dict()
@@ -296,7 +353,9 @@ def _overlay(frame: np.ndarray, *, objects: list[dict[str, Any]], fps: float, st
 
 
 def _last_ms(timer: Timer) -> dict[str, float]:
-    return {k: v[-1] / 1e6 for k, v in timer.samples.items() if k not in ("frame", "capture", "overhead") and v}
+    return {k: v[-1] / 1e6 for k, v in timer.samples.items()
+            if k not in ("frame", "capture", "overhead", "queued", "latency") and v}
+
 
 
 def _report(cfg, source, timer, frames, seconds, rss, interrupted, outputs, error) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 takes a batch) -> objects. Either model alone works too. numpy/OpenCV and the runners only: no torch."""
 from __future__ import annotations
 
-from dataclasses import replace
+import queue
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -82,13 +83,27 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+@dataclass
+class Prepared:
+    """One frame between the stages (Pipeline.prepare -> infer -> finish): the detector's input, held in one of
+    the pipeline's input buffers until inference is done, then the detector's raw output and its time."""
+    blob: np.ndarray | None = None
+    letterbox: Any = None
+    buffer: Any = None
+    pred: np.ndarray | None = None
+    det_infer_ns: int = 0
+
+
 class Pipeline:
-    """`conf`, `iou`, `max_det`, `decoder`: None / "" take the detector's manifest's (`postprocess`: what its
+    """prepare (letterbox), infer (the detector) and finish (decode, crop, classify) may run on three threads, one
+    frame each, in that order per frame (edgekit.camera.overlap): `buffers` input buffers let that many frames be
+    between prepare and the end of infer at once. Calling the pipeline runs the three in turn.
+    `conf`, `iou`, `max_det`, `decoder`: None / "" take the detector's manifest's (`postprocess`: what its
     export checks used); given, they override it. `self.postprocess` is what runs."""
 
     def __init__(self, detector: Runner | None = None, classifier: Runner | None = None, *,
                  conf: float | None = None, iou: float | None = None, max_det: int | None = None, decoder: str = "",
-                 crop_pad: float = CROP_PAD) -> None:
+                 crop_pad: float = CROP_PAD, buffers: int = 1) -> None:
         if detector is None and classifier is None:
             raise EdgekitError("the camera loop needs a detector (--detector) and/or a classifier (--classifier)")
         self.detector, self.classifier = detector, classifier
@@ -99,7 +114,9 @@ class Pipeline:
             self.det_labels = list(detector.manifest.labels) if detector.manifest else []
             self.det_in, spec = next(iter(detector.inputs().items()))
             self.det_hw = (int(spec.shape[2]), int(spec.shape[3]))
-            self._prep = yolo.LetterboxInput(self.det_hw)  # one pass into buffers reused every frame
+            self._free: queue.Queue = queue.Queue()  # input buffers not holding a frame: one pass into each
+            for _ in range(max(1, buffers)):
+                self._free.put(yolo.LetterboxInput(self.det_hw))
             self.det_out = next(iter(detector.outputs()))
         if classifier is not None:
             if classifier.manifest is None:
@@ -121,25 +138,54 @@ class Pipeline:
     def __call__(self, frame: np.ndarray, timer: Timer) -> list[dict[str, Any]]:
         """Objects in `frame`. self.infer_ns is the models' own inference time in this call (runner timing):
         det_infer_ns + cls_infer_ns."""
-        self.infer_ns = self.det_infer_ns = self.cls_infer_ns = 0
+        p = self.infer(self.prepare(frame, timer), timer)
+        objects = self.finish(frame, p, timer)
+        self.det_infer_ns = p.det_infer_ns
+        self.infer_ns = self.det_infer_ns + self.cls_infer_ns
+        return objects
+
+    def prepare(self, frame: np.ndarray, timer: Timer) -> Prepared:
+        p = Prepared()
+        if self.detector is not None:
+            with timer("preprocess"):
+                try:
+                    p.buffer = self._free.get_nowait()
+                except queue.Empty:  # the caller let more frames in flight than it asked buffers for
+                    raise EdgekitError("internal: more frames in flight than Pipeline(buffers=...)") from None
+                p.blob, p.letterbox = p.buffer(frame)
+        return p
+
+    def infer(self, p: Prepared, timer: Timer) -> Prepared:
+        if self.detector is not None:
+            try:
+                with timer("detect"):
+                    p.pred = self.detector.infer({self.det_in: p.blob})[self.det_out]
+                    p.det_infer_ns = self.detector.last_infer_ns
+            finally:  # the buffer is free again once the runner has read it (outputs are the runner's copies)
+                self.release(p)
+        return p
+
+    def release(self, p: Prepared) -> None:
+        """Give the frame's input buffer back (after infer, or for a frame dropped before it)."""
+        if p.buffer is not None:
+            self._free.put(p.buffer)
+            p.blob = p.buffer = None
+
+    def finish(self, frame: np.ndarray, p: Prepared, timer: Timer) -> list[dict[str, Any]]:
+        """Decoded objects, classified; self.cls_infer_ns is the classifier's own time in this call."""
+        self.cls_infer_ns = 0
         if self.detector is None:  # classify the whole frame
             h, w = frame.shape[:2]
             objects = [{"box": [0.0, 0.0, float(w), float(h)], "det_class": "frame", "det_id": 0, "det_score": 1.0}]
         else:
-            objects = self._detect(frame, timer)
+            objects = self._decode_objects(p, timer)
         if self.classifier is not None and objects:
             self._classify(frame, objects, timer)
-        self.infer_ns = self.det_infer_ns + self.cls_infer_ns
         return objects
 
-    def _detect(self, frame: np.ndarray, timer: Timer) -> list[dict[str, Any]]:
-        with timer("preprocess"):
-            blob, lb = self._prep(frame)
-        with timer("detect"):
-            pred = self.detector.infer({self.det_in: blob})[self.det_out]
-            self.det_infer_ns = self.detector.last_infer_ns
+    def _decode_objects(self, p: Prepared, timer: Timer) -> list[dict[str, Any]]:
         with timer("postprocess"):
-            det = yolo.postprocess(pred, lb, decoder=self._decode, conf=self.conf, iou=self.iou,
+            det = yolo.postprocess(p.pred, p.letterbox, decoder=self._decode, conf=self.conf, iou=self.iou,
                                    max_det=self.max_det)
             names = self.det_labels  # .tolist(): one conversion per array, not one numpy scalar per number
             return [{"box": [round(v, 1) for v in b], "det_id": c,

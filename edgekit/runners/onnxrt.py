@@ -25,7 +25,8 @@ _PROVIDERS = {
 
 
 class OnnxrtRunner(Runner):
-    """Options: threads (intra-op, 0 = ORT's default), inter_threads, graph_opt ('all'|'extended'|'basic'|
+    """Options: threads (intra-op, 0 = ORT's default), spin (False: idle intra-op threads sleep instead of
+    spinning, which wastes the cores that other work shares; default ORT's: spin), inter_threads, graph_opt ('all'|'extended'|'basic'|
     'disable'); TensorRT EP: trt_fp16, trt_int8 (default from the artifact's precision), trt_cache_dir (engine
     cache, one sub-folder per precision flags), trt_profile_shapes (dynamic shapes: 'MIN;OPT;MAX', see
     profile_shape_options),
@@ -46,6 +47,9 @@ class OnnxrtRunner(Runner):
         so = ort.SessionOptions()
         so.intra_op_num_threads = int(self.options.get("threads", 0))
         so.inter_op_num_threads = int(self.options.get("inter_threads", 0))
+        if self.options.get("spin") is False:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            so.add_session_config_entry("session.inter_op.allow_spinning", "0")
         levels = {
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,

@@ -108,12 +108,15 @@ def test_overhead_benchmark_end_to_end(tiny_video, tiny_yolo_dir, model_dir, tmp
     out = tmp_path / "camera_overhead.json"
     args = overhead.get_args_parser().parse_args(
         ["--video", str(tiny_video), "--detector", str(tiny_yolo_dir), "--classifier", str(model_dir), "--rounds", "2",
-         "--warmup", "2", "--variants", "bare,video+draw,bare+track+lines", "--out", str(out)])
+         "--warmup", "2", "--variants", "bare,video+draw,bare+track+lines,http+viewer", "--out", str(out)])
     assert overhead.main(args) == 0
     rep = json.loads(out.read_text())
-    assert set(rep["results"]) == {"bare", "video+draw", "bare+track+lines"}
+    assert set(rep["results"]) == {"bare", "video+draw", "bare+track+lines", "http+viewer"}
     # the tracker's time is a stage of its own, inside the overhead, only where --track is on
-    assert [("track" in r["stages_p50_ms"]) for r in rep["results"].values()] == [False, False, True]
+    assert [("track" in r["stages_p50_ms"]) for r in rep["results"].values()] == [False, False, True, False]
+    # the live view's viewer (another process) was watching: it got JPEG parts of the stream in every run
+    assert all(run["viewer"]["parts"] >= 1 for run in rep["results"]["http+viewer"]["runs"])
+    assert all(run["viewer"] is None for run in rep["results"]["bare"]["runs"])
     for v, r in rep["results"].items():
         assert r["overhead_ms"]["n"] == 2 * (12 - 2)  # 2 rounds, warm-up dropped from each
         assert [run["frames"] for run in r["runs"]] == [12, 12]
@@ -123,6 +126,8 @@ def test_overhead_benchmark_end_to_end(tiny_video, tiny_yolo_dir, model_dir, tmp
     assert all(run["draw_on_writer_thread_p50_ms"] > 0 for run in rep["results"]["video+draw"]["runs"])
     assert all(run["draw_on_writer_thread_p50_ms"] is None for run in rep["results"]["bare"]["runs"])
     assert all("draw" not in r["stages_p50_ms"] for r in rep["results"].values())
+    assert all("queued" not in r["stages_p50_ms"] and "latency" not in r["stages_p50_ms"]  # waits, not work
+               for r in rep["results"].values())
     assert rep["results_identical_across_runs"]  # the jsonl of every run that wrote one
     assert rep["machine"]["cpu"] and len(rep["loadavg_before"]) == 3
 
