@@ -88,6 +88,7 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     **{("*", opt, "empty"): why for opt, why in EMPTY_MEANS.items()},
     ("export", "--dla-core", "negative"): "-1 = the GPU, no DLA",
     ("export", "--int8-min-agreement", "negative"): "-1 = the task's own minimum (0.9 top-1, 0.7 box mAP)",
+    ("export", "--fp16-min-agreement", "negative"): "-1 = the task's own minimum (0.99 top-1, 0.97 box mAP)",
     # Camera outputs are URIs (display://0, a video, a .jsonl, a folder) opened by the camera's sinks; what they
     # accept is the camera runtime's (issue 11, item 4, camera part).
     ("camera", "output", "empty"): "sinks decide", ("camera", "output", "bogus-word"): "a file name",

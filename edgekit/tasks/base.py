@@ -56,6 +56,7 @@ class Task:
     calibration_paths: Callable[..., tuple[list[Path], str]]
     framework: str  # the library its torch weights belong to: "torchvision" or "ultralytics" (its own exporter)
     dynamic_batch: bool  # whether its ONNX may have a dynamic batch axis
+    fp16_min_agreement: float  # --fp16-min-agreement -1: the agreement with FP32 an FP16 export must keep
     int8_min_agreement: float  # --int8-min-agreement -1: the agreement with FP32 an INT8 export must keep
     trt_min_agreement: dict[str, float]  # precision -> the agreement with ONNX Runtime a TensorRT engine must reach
     # ---- what `edgekit bench` asks ----

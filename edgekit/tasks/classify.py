@@ -141,7 +141,7 @@ CLASSIFY = Task(
     inputs=_inputs, fp32_targets=_fp32_targets,
     input_fields=("layout", "color", "resize", "crop", "scale", "mean", "std", "interpolation"),
     calibration_paths=_calibration_paths, framework="torchvision", dynamic_batch=True,
-    int8_min_agreement=0.9, trt_min_agreement={"fp32": 1.0, "fp16": 0.98, "int8": 0.95},
+    fp16_min_agreement=0.99, int8_min_agreement=0.9, trt_min_agreement={"fp32": 1.0, "fp16": 0.98, "int8": 0.95},
     metric_label="top-1", agreement_label="top-1 agreement", agreement_key="top1_agreement",
     agreement_note="", e2e_what="resize/crop + normalise, infer, softmax + top-5",
     columns=(("top1", "accuracy", "value"), ("max_rel_err", "parity", "max_rel"),

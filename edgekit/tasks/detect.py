@@ -25,6 +25,10 @@ from edgekit.vision.map import compare_detections, detection_agreement, detectio
 # with 7-bit weights (mAP50-95 -0.7 points) vs 0.64 with saturating 8-bit ones (-10.45 points). TensorRT engines
 # are held to the same INT8 minimum, and FP32 / FP16 ones to 0.99 / 0.95 (not yet measured on a Jetson).
 INT8_MIN_AGREEMENT = 0.7
+# FP16: the same metric. A faithful FP16 export (max error 8.4e-3 of the outputs' scale) of the demo's YOLOv8s@320
+# after one epoch scored 0.985 on this AVX2 CPU: a less trained detector has more boxes near conf 0.25, and a
+# 1e-3 change moves one across. 0.97 still refuses a broken conversion (boxes lost or moved, not nudged).
+FP16_MIN_AGREEMENT = 0.97
 
 
 def _parity(ref: np.ndarray, out: np.ndarray, decoder="yolov8") -> dict:
@@ -119,7 +123,7 @@ DETECT = Task(
     head_float_nodes,
     inputs=_inputs, fp32_targets=_fp32_targets, input_fields=("shape", "layout", "color", "resize_mode", "scale", "mean", "std"),
     calibration_paths=_calibration_paths, framework="ultralytics", dynamic_batch=False,
-    int8_min_agreement=INT8_MIN_AGREEMENT, trt_min_agreement={"fp32": 0.99, "fp16": 0.95, "int8": INT8_MIN_AGREEMENT},
+    fp16_min_agreement=FP16_MIN_AGREEMENT, int8_min_agreement=INT8_MIN_AGREEMENT, trt_min_agreement={"fp32": 0.99, "fp16": 0.95, "int8": INT8_MIN_AGREEMENT},
     agreement_note=" (same count and classes, every box at IoU >= 0.99 with its twin, predict thresholds; mAP_vs_ref "
                    "scores the detections against the reference's own)",
     e2e_what="letterbox, infer, decode + NMS (the model's conf / IoU / max_det, as the camera) + boxes back to the "

@@ -65,6 +65,19 @@ def test_fp16_manifest_records_parity_and_accuracy(fp16_dir, val_batch):
     assert art.accuracy["value"] == pytest.approx(expected) and art.accuracy["drop_points"] == 0
     assert art.accuracy["split"] == "val" and art.accuracy["n"] == len(labels)
     assert "Resize" not in art.options["op_block_list"] and "TopK" in art.options["op_block_list"]
+    assert art.parity["min_agreement"] == 0.99  # the classifier task's own minimum (--fp16-min-agreement -1)
+
+
+def test_fp16_minimum_agreement_is_the_tasks_unless_given():
+    """A detector's FP16 gate is the detect task's (0.97 box mAP against FP32's boxes: the demo's one-epoch
+    YOLOv8s scored 0.985 with a faithful FP16 and the old shared 0.99 stopped the demo); given, the flag wins;
+    outside [0, 1] and not -1 it is refused."""
+    from edgekit.tasks import task_for
+
+    assert (task_for("classify").fp16_min_agreement, task_for("detect").fp16_min_agreement) == (0.99, 0.97)
+    assert Fp16ExportConfig().fp16_min_agreement == -1
+    with pytest.raises(EdgekitError, match="--fp16-min-agreement takes a fraction in"):
+        Fp16ExportConfig(fp16_min_agreement=-0.5).validate()
 
 
 def test_block_ops_stay_fp32(model_dir):
@@ -125,6 +138,7 @@ def test_resize_scales_stay_fp32_and_stale_value_info_is_cleared(tmp_path):
 def test_failed_parity_writes_nothing(model_copy):
     with pytest.raises(EdgekitError, match="FP16 disagrees with FP32 beyond tolerance") as e:
         fp16_from_onnx(model_copy, Fp16ExportConfig(fp16_tolerance=1e-9))
+    assert "--fp16-min-agreement" in str(e.value)
     assert "nothing written" in str(e.value)
     assert not (model_copy / "model_fp16.onnx").exists()
     assert not [p for p in model_copy.iterdir() if p.name.startswith(".model_fp16")]
