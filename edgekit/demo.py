@@ -261,15 +261,15 @@ def _exports(model_dir: Path, plan: DemoPlan, search_seconds: float) -> dict:
     have = {(a.backend, a.precision) for a in Manifest.load(model_dir).artifacts}
     if ("onnxrt", "fp32") not in have:
         onnx_from_torch(model_dir)
+    refused = {}  # a reduced-precision export its own checks refuse is shown, not fatal: the demo goes on
     if ("onnxrt", "fp16") not in have:
-        fp16_from_onnx(model_dir)
+        refused["fp16"] = _refusal(lambda: fp16_from_onnx(model_dir))
     if ("onnxrt", "int8") not in have:
-        int8_from_onnx(model_dir, Int8ExportConfig(calib_images=plan.calib_images,
-                                                   min_calib_images=min(32, plan.calib_images), latency_rounds=5,
-                                                   fallback_seconds=search_seconds,
-                                                   allow_over_budget=True))
+        refused["int8"] = _refusal(lambda: int8_from_onnx(model_dir, Int8ExportConfig(
+            calib_images=plan.calib_images, min_calib_images=min(32, plan.calib_images), latency_rounds=5,
+            fallback_seconds=search_seconds, allow_over_budget=True)))
     m = Manifest.load(model_dir)
-    rows = {}
+    rows = {p: {"refused": why} for p, why in refused.items() if why}
     for a in m.artifacts:
         if a.backend != "onnxrt":
             continue
@@ -286,6 +286,16 @@ def _exports(model_dir: Path, plan: DemoPlan, search_seconds: float) -> dict:
                                 within_budget=acc.get("within_budget"),
                                 search_out_of_time=(o.get("fallback") or {}).get("out_of_time"))
     return rows
+
+
+def _refusal(export) -> str | None:
+    """None when `export` wrote its file; else the one line that says why its checks refused it."""
+    try:
+        export()
+    except EdgekitError as e:
+        log.warning("[demo] %s", e)
+        return str(e)
+    return None
 
 
 def _bench(model_dir: Path, folder: Path, plan: DemoPlan, eval_images: int, iters: int,
@@ -346,6 +356,9 @@ def render(s: dict) -> str:
              "INT8/FP32 latency | float nodes |", "|---|---|---|---|---|---|---|---|---|"]
     for model, rows in s["exports"].items():
         for prec, r in rows.items():
+            if "refused" in r:
+                lines.append(f"| {model} | {prec} | refused: {r['refused']} | | | | | | |")
+                continue
             lines.append(f"| {model} | {prec} | {r['metric'] or ''} | {_pct(r['value'])} | {r['drop_points']:.2f} | "
                          f"{_pct(r['agreement'])} | {_num(r['max_rel'])} | {_num(r['latency_ratio'])} | "
                          f"{r['float_nodes']} |")

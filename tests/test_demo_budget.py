@@ -80,3 +80,20 @@ def test_detector_time_limit_is_ultralytics_time_mode(tmp_path):
     limited = ultralytics_args(DetectConfig(data="d.yaml", max_minutes=3.0), tmp_path / "d.yaml", tmp_path)
     assert limited["time"] == pytest.approx(0.05)  # hours, as ultralytics takes it
     assert "time" not in ultralytics_args(DetectConfig(data="d.yaml"), tmp_path / "d.yaml", tmp_path)
+
+
+def test_a_refused_export_is_shown_and_the_demo_goes_on(model_copy, monkeypatch):
+    """An FP16/INT8 export its own checks refuse (one EdgekitError line) is a row of the report, not the end of
+    the demo: on a slower CPU the budget trains a weaker detector, whose FP16 once stopped the demo at minute 12."""
+    import edgekit.export.fp16 as fp16
+    import edgekit.export.int8 as int8
+    from edgekit.errors import EdgekitError
+
+    def refuse(*a, **k):
+        raise EdgekitError("FP16 disagrees with FP32 beyond tolerance: ...; nothing written")
+
+    monkeypatch.setattr(fp16, "fp16_from_onnx", refuse)
+    monkeypatch.setattr(int8, "int8_from_onnx", refuse)
+    rows = demo._exports(model_copy, demo.QUICK, 5.0)
+    assert rows["fp16"] == {"refused": "FP16 disagrees with FP32 beyond tolerance: ...; nothing written"}
+    assert "refused" in rows["int8"] and rows["fp32"]["file"] == "model.onnx"
