@@ -36,8 +36,8 @@ class Shares:
     """Fractions of the time left when a stage starts (measured on the 819 s machine: classify 32%,
     detect 27%, export 16%, bench 17% of the total), and the seconds kept back for the camera stage."""
 
-    classify: float = 0.38  # of what is left after the data
-    detect: float = 0.45  # of what is left after the classifier (training only: its export checks follow)
+    classify: float = 0.33  # of what is left after the data
+    detect: float = 0.40  # of what is left after the classifier (training only: its export checks follow)
     int8_search: float = 0.08  # per model, of what is left when the exports start
     camera_reserve: float = 75.0  # the camera loop over the test video and the report
     min_bench: float = 60.0  # the bench always runs the first combinations (onnxrt fp32 at least)
