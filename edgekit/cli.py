@@ -379,13 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
     from edgekit.export.fp16 import Fp16ExportConfig
     from edgekit.export.int8 import Int8ExportConfig
 
-    add_dataclass_args(s.add_argument_group("--precision fp16"), Fp16ExportConfig, skip=("data", "calib_data"))
+    add_dataclass_args(s.add_argument_group("--precision fp16"), Fp16ExportConfig,
+                       skip=("data", "calib_data", "decoder"))
     add_dataclass_args(s.add_argument_group("--precision int8"), Int8ExportConfig,
-                      skip=("data", "eval_images", "calib_data"))  # calib_data: OnnxExportConfig's flag
+                      skip=("data", "eval_images", "calib_data", "decoder"))  # calib_data, decoder: OnnxExportConfig's
     from edgekit.export.trt import TrtBuildConfig
 
     add_dataclass_args(s.add_argument_group("--to trt"), TrtBuildConfig,
-                       skip=("precision", "data", "calib_images", "seed"))
+                       skip=("precision", "data", "calib_images", "seed", "decoder"))
     s.set_defaults(func=cmd_export)
 
     from edgekit.profile.matrix import BenchConfig

@@ -80,7 +80,7 @@ EMPTY_MEANS = {  # options where an empty string means the default
     "--same-as": "empty = no comparison", "--out": "empty = <model_dir>/bench",
     "--tinygrad-python": "empty = this Python",
     "--task": "empty = from the model", "--labels": "empty = the model's metadata",
-    "--decoder": "empty = import: from the output shape; camera: the manifest's", "--weights": "empty = the packaged or torchvision ones",
+    "--decoder": "empty = import: from the output shape; camera, export, bench, compare: the manifest's", "--weights": "empty = the packaged or torchvision ones",
     "--mean": "empty = from the model", "--std": "empty = from the model", "--crop": "empty = the graph's size",
 }
 ALLOWED: dict[tuple[str, str, str], str] = {

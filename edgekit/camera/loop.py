@@ -39,6 +39,7 @@ from edgekit.camera.sinks import Sink, check_writable
 from edgekit.camera.sources import CaptureOptions, FrameSource, RepeatLog, redact
 from edgekit.camera.tracking import check_tracking, tracker_for
 from edgekit.configs import check_config, option
+from edgekit.vision.decoders import DECODER_HINT, DECODER_SPEC
 from edgekit.errors import EdgekitError
 from edgekit.manifest import BACKENDS, PRECISIONS
 from edgekit.fileio import atomic_write_json
@@ -52,8 +53,6 @@ cv2 = lazy_import("cv2")
 log = logging.getLogger(__name__)
 
 
-DECODER_SPEC = r"[A-Za-z_][\w.\-]*(:[A-Za-z_][\w.]*)?"  # a built-in's name, an entry point's, or module:function
-DECODER_HINT = "yolov8, yolov5, end2end or an installed plug-in's module.path:function"
 
 
 @dataclass

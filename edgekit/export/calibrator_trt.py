@@ -35,7 +35,7 @@ class CalibrationBatches:
             raise EdgekitError(f"INT8 calibration needs at least one batch of {batch_size} images, got {len(paths)}: "
                                "pass more training images (--calib-images, --data)")
         self.paths = [Path(p) for p in paths]
-        self.manifest, self.task = manifest, task_for(manifest)
+        self.manifest, self.task = manifest, task_for(manifest.task)  # preprocessing only: no decoder
         self.batch_size = batch_size
         self.root = root
 
@@ -84,7 +84,7 @@ def calibration_batches_for(manifest: Manifest, *, batch_size: int, images: int 
     """The first `images` training images in the order the ONNX INT8 export takes them (the task's pick:
     edgekit.tasks, class round-robin for classifiers, a seeded permutation for detectors), so both INT8 paths
     calibrate on the same images, never on the held-out ones. Rounded down to whole batches of `batch_size`."""
-    paths, root = task_for(manifest).calibration_paths(manifest, dataset, images, seed)
+    paths, root = task_for(manifest.task).calibration_paths(manifest, dataset, images, seed)
     if len(paths) < batch_size:
         raise EdgekitError(f"INT8 calibration needs at least one batch of {batch_size} images, got {len(paths)} "
                            f"from the train split of {root}: raise --calib-images or lower --calib-batch")

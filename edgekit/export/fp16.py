@@ -25,6 +25,7 @@ from edgekit.manifest import Artifact, Manifest
 from edgekit.runners.onnx_file import load_onnx
 from edgekit.platform import machine_summary
 from edgekit.tasks import task_for
+from edgekit.vision.decoders import DECODER_HINT, DECODER_SPEC
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class Fp16ExportConfig:
     eval_images: int = option(0, ge=0)  # held-out images for parity and accuracy (0 = the whole val split)
     data: str | None = option(None, path="any")  # held-out images: an ImageFolder or a detector's YOLO data.yaml; default: the manifest's val split
     calib_data: str | None = option(None, path="dir")  # a folder of unlabelled pictures instead of --data: agreement with FP32 is measured instead of accuracy
+    decoder: str = option("", empty=True, pattern=DECODER_SPEC, hint=DECODER_HINT)  # detector output decoder: yolov8 | yolov5 | end2end, or an installed plug-in module.path:function (never a file); default: the manifest's (a plug-in it names must be passed here)
 
     def validate(self) -> None:
         check_config(self)
@@ -96,7 +98,7 @@ def fp16_from_onnx(model_dir: str | Path, cfg: Fp16ExportConfig | None = None) -
 
     cfg = cfg or Fp16ExportConfig()
     manifest = Manifest.load(model_dir)
-    hooks = task_for(manifest)
+    hooks = task_for(manifest, cfg.decoder)
     src = manifest.find_artifact("onnxrt", "fp32")
     src_path = manifest.artifact_path(src)
     blocked = block_list(cfg.block_ops)

@@ -32,6 +32,7 @@ from edgekit.manifest import Artifact, Manifest
 from edgekit.platform import cpu_int8, machine_summary
 from edgekit.runners.onnx_file import load_onnx
 from edgekit.tasks import task_for
+from edgekit.vision.decoders import DECODER_HINT, DECODER_SPEC
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class Int8ExportConfig:
     data: str | None = option(None, path="any")  # ImageFolder (train calibrates, val evaluates) or a detector's YOLO data.yaml; default: the manifest's
     calib_data: str | None = option(None, path="dir")  # a folder of unlabelled pictures instead of --data: calibrates, and agreement with FP32 is measured instead of accuracy
     calib_seed: int = option(0, ge=0)  # which training images calibrate (a seeded, class-balanced pick)
+    decoder: str = option("", empty=True, pattern=DECODER_SPEC, hint=DECODER_HINT)  # detector output decoder: yolov8 | yolov5 | end2end, or an installed plug-in module.path:function (never a file); default: the manifest's (a plug-in it names must be passed here)
 
     def validate(self) -> None:
         check_config(self)  # the ranges declared beside each field
@@ -85,7 +87,7 @@ def int8_from_onnx(model_dir: str | Path, cfg: Int8ExportConfig | None = None) -
     cfg = cfg or Int8ExportConfig()
     cfg.validate()
     manifest = Manifest.load(model_dir)
-    hooks = task_for(manifest)
+    hooks = task_for(manifest, cfg.decoder)
     metric = hooks.metric
     src = manifest.find_artifact("onnxrt", "fp32")
     src_path = manifest.artifact_path(src)

@@ -18,6 +18,7 @@ from edgekit.fileio import atomic_path
 from edgekit.manifest import Artifact, Manifest
 from edgekit.platform import machine_summary
 from edgekit.tasks import Task, task_for
+from edgekit.vision.decoders import DECODER_HINT, DECODER_SPEC
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +33,14 @@ class OnnxExportConfig:
     min_top1_agreement: float = option(1.0, ge=0, le=1)  # fraction of images whose top-1 must agree
     data: str | None = option(None, path="any")  # held-out images: an ImageFolder or a detector's YOLO data.yaml; default: the manifest's val split
     calib_data: str | None = option(None, path="dir")  # unlabelled pictures (any folder) for the parity check instead of --data; FP16/INT8 calibrate and measure agreement with FP32 on them
+    decoder: str = option("", empty=True, pattern=DECODER_SPEC, hint=DECODER_HINT)  # detector output decoder: yolov8 | yolov5 | end2end, or an installed plug-in module.path:function (never a file); default: the manifest's (a plug-in it names must be passed here)
 
 
 def onnx_from_torch(model_dir: str | Path, cfg: OnnxExportConfig | None = None) -> Artifact:
     """The model directory's torch artifact to model.onnx, by its framework's exporter (the task's)."""
     cfg = cfg or OnnxExportConfig()
     manifest = Manifest.load(model_dir)  # before the heavy imports: a wrong path fails fast
-    task = task_for(manifest)
+    task = task_for(manifest, cfg.decoder)
     check_dynamic_batch(task, cfg.dynamic_batch)
     return EXPORTERS[task.framework](manifest, cfg)
 
@@ -104,7 +106,7 @@ def _parity(manifest: Manifest, model, onnx_path: Path, cfg: OnnxExportConfig) -
 
     from edgekit.runners.onnxrt import OnnxrtRunner
 
-    task = task_for(manifest)
+    task = task_for(manifest, cfg.decoder)
     if cfg.calib_data:  # parity needs pictures, not labels
         from edgekit.data.unlabelled import load_unlabelled
 

@@ -20,7 +20,7 @@ def export_configs(args: argparse.Namespace) -> dict:
     why = path_problem(args.model_dir, "out_dir")
     if why:
         raise EdgekitError(f"the model directory {why}: exports are written into it (copy it somewhere writable)")
-    check_dynamic_batch(task_for(manifest), getattr(args, "dynamic_batch", False))
+    check_dynamic_batch(task_for(manifest, getattr(args, "decoder", "")), getattr(args, "dynamic_batch", False))
     if getattr(args, "calib_data", None) and getattr(args, "data", None):
         raise EdgekitError("--calib-data replaces --data (unlabelled pictures instead of a labelled dataset): pass "
                            "one of them")

@@ -22,6 +22,7 @@ from edgekit.export.trt_plan import (TYPINGS, BuildPlan, calibration_batch, chec
 from edgekit.fileio import atomic_path
 from edgekit.manifest import PRECISIONS, Artifact, Manifest
 from edgekit.tasks import task_for
+from edgekit.vision.decoders import DECODER_HINT, DECODER_SPEC
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class TrtBuildConfig:
     data: str | None = option(None, path="any")  # ImageFolder (train calibrates, val checks) or a detector's YOLO data.yaml; default: the manifest's
     check_images: int = option(200, ge=0)  # held-out images compared against ONNX Runtime before writing (0 = skip)
     force: bool = False  # rebuild even when a cached engine matches
+    decoder: str = option("", empty=True, pattern=DECODER_SPEC, hint=DECODER_HINT)  # detector output decoder: yolov8 | yolov5 | end2end, or an installed plug-in module.path:function (never a file); default: the manifest's (a plug-in it names must be passed here)
 
     def validate(self) -> None:
         check_config(self)  # the ranges declared beside each field
@@ -184,7 +186,7 @@ def _check_against_onnxrt(manifest: Manifest, engine: Path, precision: str, cfg:
     from edgekit.runners.onnxrt import OnnxrtRunner
     from edgekit.runners.trt import TrtRunner
 
-    task = task_for(manifest)
+    task = task_for(manifest, cfg.decoder)
     x = task.heldout(manifest, cfg.data, cfg.check_images).x
     name, out = manifest.input.name, manifest.outputs[0].name
     ref_path = manifest.artifact_path(manifest.find_artifact("onnxrt", "fp32"))

@@ -292,7 +292,7 @@ def import_onnx(source: str | Path, out: str | Path, cfg: ImportConfig) -> Manif
                                               None)}
         from edgekit.tasks import task_for
 
-        float_nodes = task_for(manifest).float_nodes(onnx.load(str(tmp / ONNX_FILE)))  # a YOLO head stays float
+        float_nodes = task_for(manifest.task).float_nodes(onnx.load(str(tmp / ONNX_FILE)))  # the head stays float
         if float_nodes:
             opts["int8_float_nodes"] = float_nodes
         manifest.add_artifact("onnxrt", ONNX_FILE, "fp32", built_from=str(Path(source).resolve()),

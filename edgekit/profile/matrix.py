@@ -25,6 +25,7 @@ from edgekit.manifest import BACKENDS, PRECISIONS, Manifest
 from edgekit.platform import machine_summary
 from edgekit.profile.bench import save_images
 from edgekit.tasks import task_for
+from edgekit.vision.decoders import DECODER_HINT, DECODER_SPEC
 
 log = logging.getLogger(__name__)
 E2E_IMAGES = 16  # decoded held-out images the end-to-end timing cycles through
@@ -51,6 +52,7 @@ class BenchConfig:
     out: str = option("", path="out_dir", empty=True)  # report folder; empty: <model_dir>/bench
     skip: str = ""  # backend/precision pairs left out, comma-separated (e.g. tinygrad/fp16): listed as skipped
     ultralytics: bool = True  # detectors: also run ultralytics' own benchmark/val on the same model and images
+    decoder: str = option("", empty=True, pattern=DECODER_SPEC, hint=DECODER_HINT)  # detector output decoder: yolov8 | yolov5 | end2end, or an installed plug-in module.path:function (never a file); default: the manifest's (a plug-in it names must be passed here)
     tinygrad_python: str = option("", empty=True)  # Python for tinygrad runs: JetPack 6 has 3.10, tinygrad >= 3.11 (README); empty: this
 
     def validate(self, *, report: bool = True) -> Manifest:
@@ -107,7 +109,7 @@ def prepare_inputs(manifest: Manifest, cfg: BenchConfig, work: Path) -> tuple[di
     """Held-out images through the manifest's preprocessing, saved for the workers, and their targets (kept
     here: accuracy is scored in this process from each worker's outputs). Decoded images for the end-to-end
     timing. Random inputs, no accuracy, when the data is not here."""
-    task = task_for(manifest)
+    task = task_for(manifest, cfg.decoder)
     paths = {"inputs": str(work / "inputs.npy")}
     try:
         held = task.heldout(manifest, cfg.data or None, cfg.eval_images)
@@ -140,7 +142,7 @@ def run_matrix(cfg: BenchConfig) -> dict[str, Any]:
         rows = _run_all(cfg, manifest, backends, precisions, batches, Path(tmp))
     for r in rows:
         r.pop("outputs_file", None)
-    task = task_for(manifest)
+    task = task_for(manifest.task)  # its labels only
     return {"model_dir": str(cfg.model_dir), "task": manifest.task, "metric": task.metric_label,
             "agreement": task.agreement_label, "end_to_end": task.e2e_what, "config": asdict(cfg), "results": rows,
             "machine": machine_summary(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -164,7 +166,7 @@ def _run_all(cfg, manifest, backends, precisions, batches, work: Path) -> list[d
         runs = [_spawn(cfg, backend, precision, batch, shared, work, r) for r in range(max(1, cfg.repeats))]
         rows.append({**row, **_aggregate(runs)})
         log.info("%-8s %-4s batch %d: %s", backend, precision, batch, _summary(rows[-1]))
-    _score(rows, manifest, targets, cfg.reference)
+    _score(rows, manifest, targets, cfg.reference, cfg.decoder)
     return rows
 
 
@@ -183,7 +185,7 @@ def _spawn(cfg: BenchConfig, backend: str, precision: str, batch: int, shared: d
     tag = f"{backend}-{precision}-b{batch}-r{rep}"
     spec = {**shared, "model_dir": str(cfg.model_dir), "backend": backend, "precision": precision,
             "batch": batch, "warmup": cfg.warmup, "iters": cfg.iters, "device": cfg.device,
-            "threads": cfg.threads, "outputs": str(work / f"{tag}.npy"), "spawn_time": time.time()}
+            "threads": cfg.threads, "decoder": cfg.decoder, "outputs": str(work / f"{tag}.npy"), "spawn_time": time.time()}
     (work / f"{tag}.spec.json").write_text(json.dumps(spec))
     out = work / f"{tag}.json"
     try:
@@ -214,10 +216,10 @@ def _aggregate(runs: list[dict]) -> dict[str, Any]:
     return row
 
 
-def _score(rows: list[dict], manifest: Manifest, targets: Any, reference: str) -> None:
+def _score(rows: list[dict], manifest: Manifest, targets: Any, reference: str, decoder: str = "") -> None:
     """Accuracy of each run's outputs on the held-out targets, and parity against the reference backend's
     outputs on the same inputs: the task's metric and parity numbers (edgekit.tasks)."""
-    hooks = task_for(manifest)
+    hooks = task_for(manifest, decoder)
     ok = [r for r in rows if r.get("status") == "ok"]
     outputs = {id(r): np.load(r["outputs_file"]) for r in ok}
     if targets is not None:

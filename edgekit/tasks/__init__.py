@@ -30,7 +30,8 @@ def task_for(manifest_or_task: Manifest | str, decoder: str = "") -> Task:
 
     dec = resolve_decoder(manifest_or_task.postprocess.decoder, decoder, model_dir=manifest_or_task.model_dir)
     return replace(task, metric=partial(task.metric, decoder=dec), agreement=partial(task.agreement, decoder=dec),
-                   parity=partial(task.parity, decoder=dec), fp32_targets=partial(task.fp32_targets, decoder=dec))
+                   parity=partial(task.parity, decoder=dec), fp32_targets=partial(task.fp32_targets, decoder=dec),
+                   pipeline=partial(task.pipeline, decoder=dec))
 
 
 def tasks_of(framework: str) -> list[str]:

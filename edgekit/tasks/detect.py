@@ -107,10 +107,11 @@ def _images(manifest, data, n: int) -> list[np.ndarray]:
     return [ds.image(i) for i in range(len(ds))]
 
 
-def _pipeline(manifest) -> tuple[Pre, Post]:
+def _pipeline(manifest, decoder=None) -> tuple[Pre, Post]:
+    """`decoder`: the one task_for resolved (the user's --decoder); else the manifest's (a built-in)."""
     pre = LetterboxInput(tuple(int(d) for d in manifest.input.shape[2:4]))
     pp = manifest.postprocess  # the model's decoder and thresholds: the camera's defaults too
-    decoder = resolve_decoder(pp.decoder, model_dir=manifest.model_dir)
+    decoder = decoder or resolve_decoder(pp.decoder, model_dir=manifest.model_dir)
 
     def post(pred: np.ndarray, lb: Any) -> Any:
         return postprocess(pred, lb, decoder=decoder, conf=pp.conf, iou=pp.iou, max_det=pp.max_det)

@@ -42,6 +42,9 @@ MAX_WH = 7680  # class offset for class-aware NMS, as ultralytics
 MAX_NMS = 30000  # boxes into NMS at most
 _MODULE_SPEC = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
 _CHOICES = f"{', '.join(DECODERS)}, or an installed plug-in module.path:function"
+# The --decoder flag of camera, export, bench and compare: a built-in's name, an entry point's, or module:function
+DECODER_SPEC = r"[A-Za-z_][\w.\-]*(:[A-Za-z_][\w.]*)?"
+DECODER_HINT = "yolov8, yolov5, end2end or an installed plug-in's module.path:function"
 
 
 @dataclass

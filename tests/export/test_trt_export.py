@@ -243,7 +243,7 @@ def test_config_fields_are_commented_flags_that_fit_beside_the_onnx_export():
     names = [f.name for f in dataclasses.fields(TrtBuildConfig)]
     assert set(names) <= set(_field_comments(TrtBuildConfig))
     shared = set(names) & {f.name for f in dataclasses.fields(OnnxExportConfig)}
-    assert shared == {"data"}  # the one shared flag means the same: the ImageFolder to use
+    assert shared == {"data", "decoder"}  # shared flags mean the same: the held-out data, the output decoder
     p = argparse.ArgumentParser()
     add_dataclass_args(p, OnnxExportConfig)
     add_dataclass_args(p, TrtBuildConfig, skip=tuple(shared))  # no other clash with `export --to onnx`
