@@ -239,7 +239,7 @@ def test_int8_and_fp16_exports_of_a_detector_score_map_and_keep_the_head_float(e
 
     assert main(["export", str(d), "--precision", "fp16", *common]) == 0
     p16 = Manifest.load(d).find_artifact("onnxrt", "fp16").parity
-    assert p16["passed"] and p16["agreement"] >= 0.99 and p16["min_agreement"] == 0.99
+    assert p16["passed"] and p16["agreement"] >= 0.99 and p16["min_agreement"] == 0.97  # the detect task's own
 
 
 def test_detection_agreement_is_one_against_itself_and_drops_with_shifted_or_lost_boxes():
