@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from edgekit import demo, demo_budget
+from edgekit import demo, demo_budget, demo_report
 from edgekit.demo_budget import Budget, epochs_that_fit, load_fitted, save_fitted
 
 
@@ -67,10 +67,10 @@ def test_classifier_epochs_measured_then_reused(tmp_path, write_digits, monkeypa
 
 
 def test_budget_paragraph_in_the_report():
-    lines = demo._budget_lines({"seconds": 840.0, "classifier_epochs": 3, "recipe_epochs": 8,
+    lines = demo_report.budget_lines({"seconds": 840.0, "classifier_epochs": 3, "recipe_epochs": 8,
                                 "classifier_step_seconds": 0.41, "detector_train_minutes": 3.2})
     assert "classifier 3 of the recipe's 8 epochs" in lines[0] and "3.2 min" in lines[0]
-    assert demo._budget_lines(None) == []
+    assert demo_report.budget_lines(None) == []
 
 
 def test_detector_time_limit_is_ultralytics_time_mode(tmp_path):

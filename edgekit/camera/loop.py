@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -37,19 +36,17 @@ from edgekit.camera.outputs import check_outputs, open_output
 from edgekit.camera.records import RecordMaker
 from edgekit.camera.sinks import Sink, check_writable
 from edgekit.camera.sources import CaptureOptions, FrameSource, RepeatLog, redact
+from edgekit.camera.threads import loop_threads, runner_threads, threads_used
 from edgekit.camera.tracking import check_tracking, tracker_for
 from edgekit.configs import check_config, option
 from edgekit.vision.decoders import DECODER_HINT, DECODER_SPEC
 from edgekit.errors import EdgekitError
 from edgekit.manifest import BACKENDS, PRECISIONS
 from edgekit.fileio import atomic_write_json
-from edgekit.lazy import lazy_import
-from edgekit.platform import idle_cores
 from edgekit.profile.memory import peak_rss_mb, rss_mb
 from edgekit.profile.timer import LatencyStats, Timer
 from edgekit.vision.draw import draw_counts, draw_hud, draw_objects
 
-cv2 = lazy_import("cv2")
 log = logging.getLogger(__name__)
 
 
@@ -109,45 +106,6 @@ def capture_options_for(cfg: CameraConfig) -> CaptureOptions:
                           no_frame_seconds=cfg.source_timeout, max_reconnects=cfg.reconnects)
 
 
-def runner_threads(backend: str, threads: int) -> dict[str, Any]:
-    """The runner's thread options in the loop. ONNX Runtime's default (an intra-op thread per core, spinning
-    between ops) loses the most when other work shares the cores: a descheduled thread stalls every parallel op
-    and the spinning ones burn the time slices the others need. So its threads never spin here, and --threads 0
-    means the cores not already busy when the loop starts (platform.idle_cores, at least 1)."""
-    if backend != "onnxrt":
-        return {"threads": threads} if threads else {}
-    return {"threads": threads or idle_cores(), "spin": False}
-
-
-def _threads_used(det, cls, overlap: bool) -> dict[str, Any]:
-    """What the report says about threads: each runner's own (as resolved), OpenCV's, whether stages overlap."""
-    out: dict[str, Any] = {"overlap": overlap, "opencv": 1, "gil_switch_ms": GIL_SWITCH_SECONDS * 1e3}
-    for name, r in (("detector", det), ("classifier", cls)):
-        if r is not None:
-            out[name] = {k: r.options[k] for k in ("threads", "spin") if k in r.options} or "runtime default"
-    return out
-
-
-GIL_SWITCH_SECONDS = 0.0005  # Python's default is 0.005
-
-
-@contextlib.contextmanager
-def loop_threads(opencv: int = 1, gil_switch: float = GIL_SWITCH_SECONDS):
-    """While the loop runs (restored after): OpenCV's own pool at `opencv` threads, whose workers would compete
-    with the runtime's for the same cores on a letterbox or a crop that one thread does in a millisecond; and
-    a shorter GIL switch interval: a stage thread coming back from C code (a decode, a runner, a frame copy)
-    waits for the GIL up to the interval while another thread runs Python (the live view's encoder drawing,
-    its request threads), and at Python's 5 ms that wait showed up in the loop's frame times (10-40 ms writes)."""
-    before = cv2.getNumThreads(), sys.getswitchinterval()
-    cv2.setNumThreads(opencv)
-    sys.setswitchinterval(gil_switch)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(before[0])
-        sys.setswitchinterval(before[1])
-
-
 RSS_EVERY, RSS_KEEP = 500, 240  # an RSS sample every 500 frames; past 240 samples, every other one is dropped
 
 
@@ -186,7 +144,7 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
         cls = open_runner(cfg.classifier, cfg.cls_backend, cfg.cls_precision, cfg.device, cfg.threads) \
             if cfg.classifier else None
         runners.append(cls)
-        threads.update(_threads_used(det, cls, cfg.overlap))
+        threads.update(threads_used(det, cls, cfg.overlap))
         pipeline = Pipeline(det, cls, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det, decoder=cfg.decoder,
                             buffers=buffers_for(1) if cfg.overlap else 1)
         if pipeline.postprocess is not None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from edgekit.errors import EdgekitError, unknown_choice
 from edgekit.fileio import atomic_dir, atomic_write_text
+from edgekit.imports.labels import read_labels
 from edgekit.manifest import INTERPOLATIONS, InputSpec, Manifest, TensorSpec
 from edgekit.zoo import PACKAGED, preprocessing_for
 
@@ -167,7 +168,7 @@ def _save_state(path: Path, model) -> None:
 
 def _labels(arch: str, labels: str | Path | list[str] | None, n: int) -> tuple[list[str], str]:
     if labels:
-        names = list(labels) if isinstance(labels, (list, tuple)) else _read_labels(Path(labels))
+        names = list(labels) if isinstance(labels, (list, tuple)) else read_labels(labels)
         where = "given" if isinstance(labels, (list, tuple)) else f"--labels {labels}"
     elif n == 1000:
         names, where = imagenet_labels(arch), "ImageNet-1k (torchvision's weights meta['categories'])"
@@ -190,25 +191,6 @@ def imagenet_labels(arch: str) -> list[str]:
         return list(_IMAGENET_CATEGORIES)
     return list(torchvision.models.get_model_weights(arch).DEFAULT.meta["categories"])
 
-
-def _read_labels(path: Path) -> list[str]:
-    """A .txt (one name a line), or a .json/.yaml list (or {names: [...]})."""
-    import yaml
-
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise EdgekitError(f"cannot read --labels {path} ({e}): pass a text file of class names, one a line") from None
-    if path.suffix.lower() in (".json", ".yaml", ".yml"):
-        try:
-            data = yaml.safe_load(text)  # YAML reads JSON too
-        except yaml.YAMLError as e:
-            raise EdgekitError(f"--labels {path} is not valid {path.suffix[1:].upper()} ({str(e)[:120]})") from None
-        data = data.get("names") if isinstance(data, dict) else data
-        if not isinstance(data, list) or not data:
-            raise EdgekitError(f"--labels {path}: expected a list of class names (or names: [...])")
-        return [str(x) for x in data]
-    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def weights_preprocessing(arch: str) -> tuple[dict, str]:

@@ -247,7 +247,7 @@ def test_onnxrt_threads_never_spin_and_default_to_the_idle_cores(monkeypatch):
     assert platform.cpu_quota() == 2 and platform.idle_cores(samples=1) == 2
     files["/sys/fs/cgroup/cpu.max"] = "max 100000"
     assert platform.cpu_quota() is None and platform.idle_cores(samples=1) == 4
-    monkeypatch.setattr("edgekit.camera.loop.idle_cores", lambda: 2)
+    monkeypatch.setattr("edgekit.camera.threads.idle_cores", lambda: 2)
     assert runner_threads("onnxrt", 0) == {"threads": 2, "spin": False}
     assert runner_threads("onnxrt", 3) == {"threads": 3, "spin": False}
     assert runner_threads("torch", 0) == {} and runner_threads("tinygrad", 2) == {"threads": 2}
