@@ -94,7 +94,11 @@ def run_calibration(model_path: Path, x: np.ndarray, method: str, options: dict,
         chunk = _chunk_images(calibrator.infer_session, x[:batch], input_name, len(x))
         with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
             for start in range(0, len(x), chunk):  # each call folds its chunk into the ranges / histograms
-                calibrator.collect_data(_Reader(x[start:start + chunk], input_name, batch))
+                part = x[start:start + chunk]
+                full = len(part) // batch * batch  # one call's batches must all be one size: ORT stacks them
+                for piece, size in ((part[:full], batch), (part[full:], len(part) - full)):
+                    if len(piece):
+                        calibrator.collect_data(_Reader(piece, input_name, size))
             return calibrator.compute_data()
 
 

@@ -512,3 +512,23 @@ def test_fallback_out_of_time_stops_and_says_so(outlier_copy):
     f = art.options["fallback"]
     assert f["out_of_time"] and f["time_budget_seconds"] == 1e-6 and art.options["float_nodes"] == []
     assert art.accuracy["within_budget"] is False  # the best found was plain INT8: nothing was tried in time
+
+
+def test_dynamic_batch_model_calibrates_when_the_images_do_not_fill_the_last_batch(torch_model_copy, model_dir):
+    """A dynamic-batch ONNX calibrates in batches of 32; 40 images leave a last batch of 8, which ORT's
+    calibrator cannot stack with the others in one call (it raised a ValueError). The ranges are those the
+    fixed-batch export of the same network gets from the same images, one at a time."""
+    from edgekit.export.onnx import OnnxExportConfig, onnx_from_torch
+
+    onnx_from_torch(torch_model_copy, OnnxExportConfig(dynamic_batch=True, parity_images=8))
+    art = int8_from_onnx(torch_model_copy, Int8ExportConfig(**FAST))
+    assert (torch_model_copy / art.path).is_file() and art.precision == "int8"
+    x = np.random.default_rng(0).random((40, 3, 32, 32), np.float32)
+    got = {}
+    for d in (torch_model_copy, model_dir):
+        got[d] = calibration.run_calibration(d / "model.onnx", x, "minmax", {}, input_name="input").data
+    dyn, fixed = got[torch_model_copy], got[model_dir]
+    assert dyn.keys() == fixed.keys()
+    for name in fixed:
+        np.testing.assert_allclose(np.asarray(dyn[name].range_value, np.float64),
+                                   np.asarray(fixed[name].range_value, np.float64), rtol=1e-4, atol=1e-6)
