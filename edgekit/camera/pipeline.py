@@ -11,7 +11,7 @@ import numpy as np
 from edgekit.errors import EdgekitError
 from edgekit.lazy import lazy_import
 from edgekit.profile.timer import Timer
-from edgekit.runners.base import Runner
+from edgekit.runners.base import Runner, feed_batch
 from edgekit.vision import detect as yolo
 from edgekit.manifest import InputSpec, Postprocess
 from edgekit.vision.decoders import resolve_decoder
@@ -125,7 +125,6 @@ class Pipeline:
             self.cls_labels = list(classifier.manifest.labels)
             self.cls_in = next(iter(classifier.inputs()))
             self.cls_out = next(iter(classifier.outputs()))
-            self.cls_batched = isinstance(classifier.inputs()[self.cls_in].shape[0], str)
             self._crops = CropBatch(self.cls_spec, crop_pad)
 
     def _set_postprocess(self, manifest, conf, iou, max_det, decoder: str) -> None:
@@ -196,15 +195,14 @@ class Pipeline:
         with timer("classify_pre"):
             crops = self._crops(frame, [o["box"] for o in objects])
         with timer("classify"):
-            if self.cls_batched:
-                logits = self.classifier.infer({self.cls_in: crops})[self.cls_out]
-                self.cls_infer_ns = self.classifier.last_infer_ns
-            else:
-                out = []
-                for i in range(len(crops)):
-                    out.append(self.classifier.infer({self.cls_in: crops[i:i + 1]})[self.cls_out])
-                    self.cls_infer_ns += self.classifier.last_infer_ns
-                logits = np.concatenate(out)
+            # every crop in one call where the classifier takes a batch (a dynamic-batch engine: up to its
+            # profile's maximum per call), else one call per crop
+            step = feed_batch(self.classifier, self.cls_in, largest=len(crops))
+            out, self.cls_infer_ns = [], 0
+            for i in range(0, len(crops), step):
+                out.append(self.classifier.infer({self.cls_in: crops[i:i + step]})[self.cls_out])
+                self.cls_infer_ns += self.classifier.last_infer_ns
+            logits = out[0] if len(out) == 1 else np.concatenate(out)
         probs = self.last_probs = _softmax(logits.astype(np.float32))  # kept: the Python API's top-k reads it
         best = probs.argmax(axis=1)
         for o, k, p in zip(objects, best.tolist(), probs[np.arange(len(best)), best].tolist()):

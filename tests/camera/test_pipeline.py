@@ -49,3 +49,41 @@ def test_crop_batch_general_path_for_non_uint8_frames():
     boxes = _boxes(rng, 2, 160, 120)
     want = np.stack([preprocess_classify(crop_box(frame, b), spec) for b in boxes])
     np.testing.assert_array_equal(CropBatch(spec)(frame, boxes), want)
+
+
+def test_classifier_takes_all_crops_in_calls_no_larger_than_it_accepts(torch_model_copy, monkeypatch):
+    """A dynamic-batch classifier gets a frame's crops in one call, or, where the runner accepts fewer (a
+    TensorRT engine's profile maximum), in calls of at most that many: the same labels and scores either way,
+    and the classifier's time is the sum of its calls."""
+    from edgekit.camera.pipeline import Pipeline
+    from edgekit.export.onnx import OnnxExportConfig, onnx_from_torch
+    from edgekit.profile.timer import Timer
+    from edgekit.runners import load_runner
+
+    onnx_from_torch(torch_model_copy, OnnxExportConfig(dynamic_batch=True, parity_images=8))
+    rng = np.random.default_rng(2)
+    frame = rng.integers(0, 256, (240, 320, 3), np.uint8)
+    boxes = [[float(x), float(y), float(x + 40), float(y + 44)] for x, y in rng.integers(0, 200, (7, 2))]
+    with load_runner(torch_model_copy, "onnxrt", threads=1) as cls:
+        pipe = Pipeline(None, cls)
+        sizes: list[int] = []
+        took: list[int] = []
+        real_infer = cls.infer
+
+        def infer(feed):
+            sizes.append(len(next(iter(feed.values()))))
+            out = real_infer(feed)
+            took.append(cls.last_infer_ns)
+            return out
+
+        monkeypatch.setattr(cls, "infer", infer)
+        whole = [{"box": b} for b in boxes]
+        pipe._classify(frame, whole, Timer())
+        assert sizes == [7] and pipe.cls_infer_ns == cls.last_infer_ns > 0
+        monkeypatch.setattr(cls, "max_batch", lambda name: 3)
+        sizes.clear(), took.clear()
+        chunked = [{"box": b} for b in boxes]
+        pipe._classify(frame, chunked, Timer())
+        assert sizes == [3, 3, 1] and pipe.cls_infer_ns == sum(took)
+    assert [o["label"] for o in chunked] == [o["label"] for o in whole]
+    np.testing.assert_allclose([o["label_score"] for o in chunked], [o["label_score"] for o in whole], atol=1e-4)
