@@ -128,7 +128,7 @@ def run_demo(out: str | Path, *, quick: bool = False) -> int:
         search = plan.int8_search_seconds if budget is None else min(plan.int8_search_seconds,
                                                                      budget.share("int8_search"))
         summary["exports"] = {
-            "classifier": _exports(cls_dir, plan, search, plan.calib_images, plan.export_eval_images),
+            "classifier": _exports(cls_dir, plan, search, plan.calib_images, plan.export_eval_images, dynamic_batch=True),
             "detector": _exports(det_dir, plan, search, plan.det_calib_images, plan.det_export_eval_images)}
 
     report = out / "report"
@@ -264,15 +264,17 @@ def _trained(model_dir: Path, key: str, args: dict) -> bool:
 
 
 def _exports(model_dir: Path, plan: DemoPlan, search_seconds: float, calib_images: int = 0,
-             eval_images: int = 0) -> dict:
+             eval_images: int = 0, dynamic_batch: bool = False) -> dict:
+    """ONNX, FP16 and INT8 of one model. `dynamic_batch`: the classifier's, so the camera loop classifies a
+    frame's detections in one call (one per detection with a fixed batch of 1: 10 a frame here)."""
     from edgekit.export.fp16 import Fp16ExportConfig, fp16_from_onnx
     from edgekit.export.int8 import Int8ExportConfig, int8_from_onnx
-    from edgekit.export.onnx import onnx_from_torch
+    from edgekit.export.onnx import OnnxExportConfig, onnx_from_torch
     from edgekit.manifest import Manifest
 
     have = {(a.backend, a.precision) for a in Manifest.load(model_dir).artifacts}
     if ("onnxrt", "fp32") not in have:
-        onnx_from_torch(model_dir)
+        onnx_from_torch(model_dir, OnnxExportConfig(dynamic_batch=dynamic_batch))
     refused = {}  # a reduced-precision export its own checks refuse is shown, not fatal: the demo goes on
     if ("onnxrt", "fp16") not in have:
         refused["fp16"] = _refusal(lambda: fp16_from_onnx(model_dir, Fp16ExportConfig(eval_images=eval_images)))
