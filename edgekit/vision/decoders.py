@@ -62,9 +62,16 @@ Decoder = Callable[..., Detections]  # (pred, *, conf, iou, max_det, agnostic=Fa
 
 # ---- the built-in decoders ---------------------------------------------------------------------------
 
+NMS_MATRIX_MAX = 512  # up to this many boxes, NMS computes all pairs' IoU at once (1 MB of float32 at most)
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Greedy NMS; indices kept, highest score first."""
+    """Greedy NMS; indices kept, highest score first. A frame's few dozen candidates take the pairwise path
+    (one IoU matrix, then a pass over booleans: about half the time of a numpy round per kept box, the same
+    boxes); evaluation at a low threshold (thousands) the per-kept-box path, whose memory stays linear."""
     order = np.argsort(-scores, kind="stable")
+    if order.size <= NMS_MATRIX_MAX:
+        return _nms_pairwise(boxes[order], iou, order)
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     areas = (x2 - x1) * (y2 - y1)
     keep = []
@@ -77,6 +84,23 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
         inter = w * h
         order = rest[inter / (areas[i] + areas[rest] - inter + 1e-9) <= iou]
     return np.asarray(keep, np.int64)
+
+
+def _nms_pairwise(b: np.ndarray, iou: float, order: np.ndarray) -> np.ndarray:
+    """nms() of boxes `b` already sorted by score (`order`: their indices): the same IoU arithmetic, per pair."""
+    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    areas = (x2 - x1) * (y2 - y1)
+    w = np.clip(np.minimum(x2[:, None], x2[None]) - np.maximum(x1[:, None], x1[None]), 0, None)
+    h = np.clip(np.minimum(y2[:, None], y2[None]) - np.maximum(y1[:, None], y1[None]), 0, None)
+    inter = w * h
+    over = inter / (areas[:, None] + areas[None] - inter + 1e-9) > iou
+    removed = np.zeros(len(b), bool)
+    keep = []
+    for i in range(len(b)):
+        if not removed[i]:
+            keep.append(i)
+            removed |= over[i]
+    return order[np.asarray(keep, np.int64)]
 
 
 def decode_yolo(pred: np.ndarray, *, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,

@@ -92,6 +92,26 @@ def test_nms_keeps_the_best_of_overlapping_boxes():
     np.testing.assert_array_equal(nms(boxes, scores, 0.97), [1, 0, 2, 3])  # 0 vs 3: IoU 0.952
 
 
+def test_nms_pairwise_path_keeps_the_very_boxes_of_the_per_box_path(monkeypatch):
+    """A frame's candidates (up to decoders.NMS_MATRIX_MAX) go through the pairwise IoU matrix, larger sets
+    through one numpy round per kept box: both keep the same boxes in the same order, thresholds included."""
+    from edgekit.vision import decoders
+
+    rng = np.random.default_rng(0)
+    for n, thr in [(1, 0.5), (2, 0.7), (60, 0.7), (60, 0.45), (300, 0.5), (512, 0.7)]:
+        xy = rng.uniform(0, 300, (n, 2)).astype(np.float32)
+        wh = rng.uniform(2, 80, (n, 2)).astype(np.float32)
+        boxes = np.concatenate([xy, xy + wh], 1)
+        boxes[n // 2:] = boxes[: n - n // 2] + rng.integers(-3, 4, (n - n // 2, 4))  # near-duplicates
+        scores = rng.choice(np.float32([0.3, 0.5, 0.7, 0.9]), n)  # ties: the stable order decides
+        pairwise = nms(boxes, scores, thr)
+        monkeypatch.setattr(decoders, "NMS_MATRIX_MAX", 0)
+        per_box = nms(boxes, scores, thr)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(pairwise, per_box)
+        assert len(pairwise) < n or n < 3
+
+
 def test_decode_turns_xywh_into_xyxy_and_keeps_scores_above_conf_strictly():
     out = _head([(50, 40, 20, 10, [0.9, 0.1]), (10, 10, 4, 4, [0.25, 0.2]), (80, 80, 10, 10, [0.1, 0.3])], 50)
     det = decode_yolo(out, conf=0.25, iou=0.5)
