@@ -114,7 +114,26 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out["overhead_from_stage_p50s_ms"] = round(sum(out["stages_p50_ms"].get(k, 0.0) for k in NON_INFER), 4)
     out["stages_n"] = {k: len(v) for k, v in stages.items()}
     out["objects_mean"] = round(sum(r["objects"] for r in rows) / len(rows), 3) if rows else 0.0
+    out["per_object"] = per_object_fit(rows)
     return out
+
+
+def per_object_fit(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Overhead as a per-frame part plus a part per object (crops, classifier batch, tracks, records): a
+    least-squares line through (objects, overhead) over the frames, and the most objects a frame may have with
+    the line under the floor. The median overhead of each object count is given beside it. None when every
+    frame had the same count (no slope to fit)."""
+    import numpy as np
+
+    n = np.asarray([r["objects"] for r in rows], np.float64)
+    ms = np.asarray([r["overhead_ns"] for r in rows], np.float64) / 1e6
+    if len(set(n.tolist())) < 2:
+        return None
+    slope, fixed = np.polyfit(n, ms, 1)
+    by_count = {int(k): round(float(np.median(ms[n == k])), 4) for k in sorted(set(n.tolist())) if (n == k).sum() >= 5}
+    return {"fixed_ms": round(float(fixed), 4), "per_object_ms": round(float(slope), 4),
+            "objects_within_floor": int((FLOOR_MS - fixed) / slope + 1e-6) if slope > 0 and fixed <= FLOOR_MS else None,
+            "overhead_p50_by_objects_ms": by_count}
 
 
 # ---- running the loop -------------------------------------------------------------------------------------------
@@ -318,7 +337,10 @@ def main(args: argparse.Namespace) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     for v in variants:
-        r = results[v]
+        r, fit = results[v], results[v]["per_object"] or {}
+        print(f"{v:<10} objects {r['objects_mean']:.1f}/frame; overhead {fit.get('fixed_ms', float('nan')):.3f} ms + "
+              f"{fit.get('per_object_ms', float('nan')):.3f} ms per object (floor held up to "
+              f"{fit.get('objects_within_floor')} objects)")
         print(f"{v:<10} overhead p50 {r['overhead_ms']['p50_ms']:.3f} ms p90 {r['overhead_ms']['p90_ms']:.3f} ms "
               f"(n={r['overhead_ms']['n']}; from stage p50s {r['overhead_from_stage_p50s_ms']:.3f} ms); frame p50 {r['frame_ms']['p50_ms']:.2f} ms; stages p50 "
               + ", ".join(f"{k} {x:.3f}" for k, x in r["stages_p50_ms"].items()))

@@ -63,6 +63,19 @@ def test_stages_a_frame_did_not_run_count_only_where_they_ran():
     assert s["cls_infer_ms"]["p50_ms"] == pytest.approx(2.0)
 
 
+def test_per_object_fit_splits_overhead_into_a_frame_part_and_a_part_per_object():
+    """Crafted frames whose overhead is exactly 0.5 ms + 0.25 ms per object: the fit finds both, and the floor
+    (2 ms) holds up to 6 objects. Frames that all have one count give no fit."""
+    recs = [_record(i, 10_000_000 + 500_000 + 250_000 * k, 8_000_000, 2_000_000, {"detect": 8_000_000}, objects=k)
+            for i, k in enumerate([0, 2, 4, 6, 8, 10] * 5)]
+    fit = overhead.summarize(overhead.frame_rows(recs, warmup=0))["per_object"]
+    assert fit["fixed_ms"] == pytest.approx(0.5) and fit["per_object_ms"] == pytest.approx(0.25)
+    assert fit["objects_within_floor"] == 6
+    assert fit["overhead_p50_by_objects_ms"] == {k: pytest.approx(0.5 + 0.25 * k) for k in (0, 2, 4, 6, 8, 10)}
+    same = [_record(i, 11_000_000, 8_000_000, 2_000_000, {"detect": 8_000_000}, objects=3) for i in range(6)]
+    assert overhead.summarize(overhead.frame_rows(same, warmup=0))["per_object"] is None
+
+
 def test_vmhwm_parsing():
     status = "Name:\tpython\nVmPeak:\t  900000 kB\nVmHWM:\t  215040 kB\nVmRSS:\t  200000 kB\n"
     assert rss.vmhwm_mb(status) == 210.0
