@@ -107,13 +107,16 @@ def capture_options_for(cfg: CameraConfig) -> CaptureOptions:
 
 
 RSS_EVERY, RSS_KEEP = 500, 240  # an RSS sample every 500 frames; past 240 samples, every other one is dropped
+NOT_STAGES = ("frame", "capture", "overhead", "overhead_cpu", "queued", "latency")  # timer entries the HUD leaves out
 
 
 def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = None,
                on_frame: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run the loop to the end of the stream. `on_frame` (benchmarks, tests) gets one record per frame after
     its clock has stopped: frame index, objects, end-to-end `frame_ns` (capture excluded), the models' own
-    inference `det_infer_ns` / `cls_infer_ns` (runner timing) and this frame's `stages_ns`."""
+    inference `det_infer_ns` / `cls_infer_ns` (runner timing) and this frame's `stages_ns`; and the CPU time
+    the loop's threads spent on the frame, `frame_cpu_ns` (capture excluded), of which `infer_cpu_ns` inside the
+    models' calls (their backends' own threads are not counted in either)."""
     if not cfg.input:
         raise EdgekitError("no input: pass a camera URI, a video file or an image folder")
     if cfg.source_timeout < 0 or cfg.reconnects < 0:
@@ -182,15 +185,20 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
                     for s in sinks:
                         s.write(frame, record, overlay if s.draws_later else None)
                 scored.add(record)
-                done = time.perf_counter_ns()
+                done, done_cpu = time.perf_counter_ns(), time.thread_time_ns()
                 frame_ns = f.work_ns + done - f.t_got_ns  # the frame's own work on every thread, queue waits excluded
                 timer.add("frame", frame_ns)
                 det_ns, cls_ns = f.prepared.det_infer_ns, pipeline.cls_infer_ns
                 timer.add("overhead", frame_ns - det_ns - cls_ns)  # everything but the models' inference
+                # the same in CPU time: what the loop's threads spent on this frame outside the models' calls
+                frame_cpu_ns = f.work_cpu_ns + done_cpu - f.t_got_cpu_ns
+                infer_cpu_ns = f.prepared.det_infer_cpu_ns + pipeline.cls_infer_cpu_ns
+                timer.add("overhead_cpu", frame_cpu_ns - infer_cpu_ns)
                 timer.add("latency", done - f.t_read_ns)  # read to written, waits included
                 if on_frame is not None:
                     on_frame({"frame": frames, "objects": len(objects), "frame_ns": frame_ns,
-                              "det_infer_ns": det_ns, "cls_infer_ns": cls_ns, "stages_ns": timer.frame_ns})
+                              "det_infer_ns": det_ns, "cls_infer_ns": cls_ns, "stages_ns": timer.frame_ns,
+                              "frame_cpu_ns": frame_cpu_ns, "infer_cpu_ns": infer_cpu_ns})
                 frames += 1
                 now = time.perf_counter()
                 fps_ema = 1 / max(now - last, 1e-9) if frames == 1 else 0.9 * fps_ema + 0.1 / max(now - last, 1e-9)
@@ -310,8 +318,7 @@ def _overlay(frame: np.ndarray, *, objects: list[dict[str, Any]], fps: float, st
 
 
 def _last_ms(timer: Timer) -> dict[str, float]:
-    return {k: v[-1] / 1e6 for k, v in timer.samples.items()
-            if k not in ("frame", "capture", "overhead", "queued", "latency") and v}
+    return {k: v[-1] / 1e6 for k, v in timer.samples.items() if k not in NOT_STAGES and v}
 
 
 

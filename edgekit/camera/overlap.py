@@ -13,9 +13,10 @@ queue; at most 2 * depth + 2 frames are in flight and the pipeline needs depth +
 (Pipeline(buffers=...)).
 
 Each frame carries its own stage times (ns; the threads never share a Timer): `capture`, `preprocess`,
-`detect` as before, and `queued` (time spent waiting between the stages: what overlapping hides). An error on
-any thread (the source, a runner, KeyboardInterrupt in a runner) ends the stream and is raised on the caller's
-thread, in frame order; close() stops the source, unblocks and joins both threads, whatever state they are in."""
+`detect` as before, and `queued` (time spent waiting between the stages: what overlapping hides); and the CPU
+time its stages took on each thread (`work_cpu_ns`, capture excluded; the caller's thread adds its part from
+`t_got_cpu_ns`). An error on any thread (the source, a runner, KeyboardInterrupt in a runner) ends the stream
+and is raised on the caller's thread, in frame order; close() stops the source, unblocks and joins both threads, whatever state they are in."""
 from __future__ import annotations
 
 import queue
@@ -50,6 +51,9 @@ class Frame:
     t_put_ns: int = 0  # when it was queued for the next stage
     t_got_ns: int = 0  # when the caller's thread took it
     work_ns: int = 0  # time the reader and inference threads spent on it (queue waits excluded)
+    work_cpu_ns: int = 0  # CPU time those threads spent on it: on a CPU with fewer free cores than busy stages,
+    # a stage's wall time also holds the other stages' turns on its core; its CPU time does not
+    t_got_cpu_ns: int = 0  # the caller's thread's CPU clock (time.thread_time_ns) when it took the frame
 
     def add(self, stage: str, ns: int) -> None:  # Timer's interface, for Pipeline.prepare / infer
         self.stages_ns[stage] = self.stages_ns.get(stage, 0) + ns
@@ -97,11 +101,11 @@ class Serial:
             if image is None:
                 return
             f = Frame(index, image, self.capture_stamp())
-            f.t_read_ns = f.took("capture", t0)
+            f.t_read_ns, c0 = f.took("capture", t0), time.thread_time_ns()
             f.image = self.normalise(f.image)
             f.prepared = self.pipeline.infer(self.pipeline.prepare(f.image, f), f)
-            f.t_got_ns = time.perf_counter_ns()
-            f.work_ns = f.t_got_ns - f.t_read_ns
+            f.t_got_ns, f.t_got_cpu_ns = time.perf_counter_ns(), time.thread_time_ns()
+            f.work_ns, f.work_cpu_ns = f.t_got_ns - f.t_read_ns, f.t_got_cpu_ns - c0
             yield f
             index += 1
 
@@ -144,6 +148,7 @@ class Overlapped:
             if isinstance(item, _Failed):
                 raise item.error
             item.t_got_ns = item.took("queued", item.t_put_ns)
+            item.t_got_cpu_ns = time.thread_time_ns()
             yield item
 
     # ---- the two threads -----------------------------------------------------------------------------------
@@ -163,11 +168,12 @@ class Overlapped:
             if image is None:
                 break
             f = Frame(index, image, self.capture_stamp())
-            f.t_read_ns = f.took("capture", t0)
+            f.t_read_ns, c0 = f.took("capture", t0), time.thread_time_ns()
             f.image = self.normalise(f.image)
             f.prepared = self.pipeline.prepare(f.image, f)
             f.t_put_ns = time.perf_counter_ns()
             f.work_ns += f.t_put_ns - f.t_read_ns
+            f.work_cpu_ns += time.thread_time_ns() - c0
             if not self._put(self._to_infer, f):
                 self.pipeline.release(f.prepared)
                 return
@@ -182,10 +188,11 @@ class Overlapped:
                     self._put(self._done, f)
                 return
             self._slots.release()
-            t_got = f.took("queued", f.t_put_ns)
+            t_got, c0 = f.took("queued", f.t_put_ns), time.thread_time_ns()
             self.pipeline.infer(f.prepared, f)
             f.t_put_ns = time.perf_counter_ns()
             f.work_ns += f.t_put_ns - t_got
+            f.work_cpu_ns += time.thread_time_ns() - c0
             if not self._put(self._done, f):
                 return
 

@@ -92,6 +92,7 @@ class Prepared:
     buffer: Any = None
     pred: np.ndarray | None = None
     det_infer_ns: int = 0
+    det_infer_cpu_ns: int = 0  # CPU time of the calling thread in the detector's call
 
 
 class Pipeline:
@@ -159,7 +160,7 @@ class Pipeline:
             try:
                 with timer("detect"):
                     p.pred = self.detector.infer({self.det_in: p.blob})[self.det_out]
-                    p.det_infer_ns = self.detector.last_infer_ns
+                    p.det_infer_ns, p.det_infer_cpu_ns = self.detector.last_infer_ns, self.detector.last_infer_cpu_ns
             finally:  # the buffer is free again once the runner has read it (outputs are the runner's copies)
                 self.release(p)
         return p
@@ -172,7 +173,7 @@ class Pipeline:
 
     def finish(self, frame: np.ndarray, p: Prepared, timer: Timer) -> list[dict[str, Any]]:
         """Decoded objects, classified; self.cls_infer_ns is the classifier's own time in this call."""
-        self.cls_infer_ns = 0
+        self.cls_infer_ns = self.cls_infer_cpu_ns = 0
         if self.detector is None:  # classify the whole frame
             h, w = frame.shape[:2]
             objects = [{"box": [0.0, 0.0, float(w), float(h)], "det_class": "frame", "det_id": 0, "det_score": 1.0}]
@@ -198,10 +199,11 @@ class Pipeline:
             # every crop in one call where the classifier takes a batch (a dynamic-batch engine: up to its
             # profile's maximum per call), else one call per crop
             step = feed_batch(self.classifier, self.cls_in, largest=len(crops))
-            out, self.cls_infer_ns = [], 0
+            out, self.cls_infer_ns, self.cls_infer_cpu_ns = [], 0, 0
             for i in range(0, len(crops), step):
                 out.append(self.classifier.infer({self.cls_in: crops[i:i + step]})[self.cls_out])
                 self.cls_infer_ns += self.classifier.last_infer_ns
+                self.cls_infer_cpu_ns += self.classifier.last_infer_cpu_ns
             logits = out[0] if len(out) == 1 else np.concatenate(out)
         probs = self.last_probs = _softmax(logits.astype(np.float32))  # kept: the Python API's top-k reads it
         best = probs.argmax(axis=1)

@@ -260,3 +260,31 @@ def test_the_no_spin_option_reaches_onnx_runtime(tiny_yolo_dir):
         so = r.session.get_session_options()
         assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
         assert so.intra_op_num_threads == 1
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_frame_overhead_in_cpu_time_leaves_out_waiting_and_keeps_work(detect_video, tiny_yolo_dir, monkeypatch,
+                                                                       overlap):
+    """Every frame's postprocess made to wait 20 ms (no CPU) and then work 15 ms of its thread's CPU time: the
+    wall-clock overhead holds both, the CPU-time overhead the work only; the models' calls are in neither."""
+    from edgekit.camera import pipeline as pipeline_mod
+
+    real = pipeline_mod.yolo.postprocess
+
+    def slow_postprocess(*a, **k):
+        time.sleep(0.020)
+        end = time.thread_time_ns() + 15_000_000
+        while time.thread_time_ns() < end:
+            pass
+        return real(*a, **k)
+
+    monkeypatch.setattr(pipeline_mod.yolo, "postprocess", slow_postprocess)
+    recs = []
+    run_camera(CameraConfig(input=str(detect_video), detector=str(tiny_yolo_dir), headless=True, threads=1,
+                            max_frames=6, overlap=overlap), on_frame=recs.append)
+    assert len(recs) == 6
+    for r in recs:
+        wall = r["frame_ns"] - r["det_infer_ns"] - r["cls_infer_ns"]
+        cpu = r["frame_cpu_ns"] - r["infer_cpu_ns"]
+        assert 15_000_000 <= cpu <= wall - 20_000_000, r
+        assert 0 < r["infer_cpu_ns"] <= r["frame_cpu_ns"] and r["stages_ns"]["overhead_cpu"] == cpu
