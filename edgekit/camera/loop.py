@@ -150,6 +150,9 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
         threads.update(threads_used(det, cls, cfg.overlap))
         pipeline = Pipeline(det, cls, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det, decoder=cfg.decoder,
                             buffers=buffers_for(1) if cfg.overlap else 1)
+        if det is not None and cls is not None and not next(iter(cls.inputs().values())).is_dynamic:
+            log.info("the classifier takes a fixed batch of 1: each detection is a call of its own (re-export it "
+                     "with --dynamic-batch to classify a frame's detections in one call)")
         if pipeline.postprocess is not None:
             post = pipeline.postprocess
             log.info("detector: %s decoder, conf %g, IoU %g, max %d detections per frame (%s)", post.decoder,

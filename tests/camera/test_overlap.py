@@ -288,3 +288,24 @@ def test_frame_overhead_in_cpu_time_leaves_out_waiting_and_keeps_work(detect_vid
         cpu = r["frame_cpu_ns"] - r["infer_cpu_ns"]
         assert 15_000_000 <= cpu <= wall - 20_000_000, r
         assert 0 < r["infer_cpu_ns"] <= r["frame_cpu_ns"] and r["stages_ns"]["overhead_cpu"] == cpu
+
+
+def test_loop_says_when_the_classifier_takes_one_crop_per_call(detect_video, tiny_yolo_dir, model_dir, torch_model_copy,
+                                                               caplog):
+    """A fixed-batch classifier behind a detector gets one call per detection: the loop says so and names the
+    fix (--dynamic-batch); with a dynamic-batch export of the same classifier it says nothing."""
+    import logging
+
+    from edgekit.camera.loop import CameraConfig, run_camera
+    from edgekit.export.onnx import OnnxExportConfig, onnx_from_torch
+
+    onnx_from_torch(torch_model_copy, OnnxExportConfig(dynamic_batch=True, parity_images=8))
+    said = {}
+    for name, cls in (("fixed", model_dir), ("dynamic", torch_model_copy)):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="edgekit"):
+            run_camera(CameraConfig(input=str(detect_video), detector=str(tiny_yolo_dir), classifier=str(cls),
+                                    headless=True, threads=1, max_frames=2))
+        said[name] = [r.getMessage() for r in caplog.records if "fixed batch of 1" in r.getMessage()]
+    assert len(said["fixed"]) == 1 and "--dynamic-batch" in said["fixed"][0]
+    assert said["dynamic"] == []
