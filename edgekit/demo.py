@@ -128,7 +128,8 @@ def run_demo(out: str | Path, *, quick: bool = False) -> int:
         search = plan.int8_search_seconds if budget is None else min(plan.int8_search_seconds,
                                                                      budget.share("int8_search"))
         summary["exports"] = {
-            "classifier": _exports(cls_dir, plan, search, plan.calib_images, plan.export_eval_images, dynamic_batch=True),
+            "classifier": _exports(cls_dir, plan, search, plan.calib_images, plan.export_eval_images,
+                                   dynamic_batch=True),
             "detector": _exports(det_dir, plan, search, plan.det_calib_images, plan.det_export_eval_images)}
 
     report = out / "report"

@@ -16,7 +16,8 @@ Each frame carries its own stage times (ns; the threads never share a Timer): `c
 `detect` as before, and `queued` (time spent waiting between the stages: what overlapping hides); and the CPU
 time its stages took on each thread (`work_cpu_ns`, capture excluded; the caller's thread adds its part from
 `t_got_cpu_ns`). An error on any thread (the source, a runner, KeyboardInterrupt in a runner) ends the stream
-and is raised on the caller's thread, in frame order; close() stops the source, unblocks and joins both threads, whatever state they are in."""
+and is raised on the caller's thread, in frame order; close() stops the source, unblocks and joins both
+threads, whatever state they are in."""
 from __future__ import annotations
 
 import queue

@@ -16,8 +16,8 @@ an object whose label flickers keeps its id and is counted under the label it ha
 
 Cost (benchmarks/results/camera_overhead_track.json: a quiet 2-core AVX2 EPYC, 640x480, 10.2 objects a frame):
 the loop's `track` stage p50 1.36 ms (1.67 ms with a line and a zone); the frame's overhead 2.88 -> 4.20 ms
-median; its part per frame, whatever the count of objects, 1.04 -> 2.39 ms. Nearly all of it is the library's: per-track
-Kalman filters (each track predicted every frame, lost ones too) and two Hungarian matchings, in numpy."""
+median; its part per frame, whatever the count of objects, 1.04 -> 2.39 ms. Nearly all of it is the library's:
+per-track Kalman filters (each track predicted every frame, lost ones too) and two Hungarian matchings, in numpy."""
 from __future__ import annotations
 
 import re
