@@ -150,7 +150,8 @@ def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = No
         threads.update(threads_used(det, cls, cfg.overlap))
         pipeline = Pipeline(det, cls, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det, decoder=cfg.decoder,
                             buffers=buffers_for(1) if cfg.overlap else 1)
-        if det is not None and cls is not None and not next(iter(cls.inputs().values())).is_dynamic:
+        if det is not None and cls is not None and cls.backend in ("onnxrt", "trt") \
+                and not next(iter(cls.inputs().values())).is_dynamic:  # (tinygrad runs one fixed batch size)
             log.info("the classifier takes a fixed batch of 1: each detection is a call of its own (re-export it "
                      "with --dynamic-batch to classify a frame's detections in one call)")
         if pipeline.postprocess is not None:
