@@ -155,6 +155,22 @@ def test_the_jetson_extra_fits_jetpack6():
     assert not tg.marker.evaluate({"python_version": "3.10"}) and tg.marker.evaluate({"python_version": "3.11"})
 
 
+def test_tracking_on_the_jetson_takes_trackers_and_supervision_without_their_numpy2_and_opencv():
+    """trackers asks for numpy>=2 and opencv-python, supervision for opencv-python: on the device they go in with
+    --no-deps, pinned (the versions measured on numpy 1.x), and the jetson-track extra gives what they import at
+    run time, each taking numpy 1.x, with neither numpy 2 nor pip's OpenCV nor the libraries themselves."""
+    jetson = pip_installs(commands(JETSON))
+    direct = [c for c in jetson if _names(c) & {"trackers", "supervision"}]
+    assert direct and all("--no-deps" in c for c in direct)
+    pins = {Requirement(w).name: str(Requirement(w).specifier)
+            for c in direct for w in c if w.startswith(("trackers", "supervision"))}
+    assert set(pins) == {"trackers", "supervision"} and all(s.startswith("==") for s in pins.values())
+    assert any({"jetson", "jetson-track"} <= extras_named(c) for c in jetson)
+    names = {r.name.lower() for r in _requirements("jetson-track")}
+    assert {"scipy", "pydeprecate", "rich", "defusedxml"} <= names
+    assert not names & {"numpy", "opencv-python", "opencv-python-headless", "trackers", "supervision", "torch"}
+
+
 def test_the_readme_venv_sees_jetpacks_packages():
     cmds = [" ".join(c) for c in commands(JETSON)]
     assert "python3 -m venv --system-site-packages .venv" in cmds
@@ -226,7 +242,10 @@ def test_dockerfiles_lint_clean(dockerfile):
 def test_every_named_wheel_exists_for_python310_on_aarch64(tmp_path):
     """What the jetson extras and Dockerfile.jetson name resolve to real cp310 aarch64 wheels on PyPI (the Jetson
     index's own builds are left out: that index is not reachable from CI), without downloading them."""
-    reqs = [r for e in ("jetson", "jetson-train") for r in EXTRAS[e] if Requirement(r).name not in JETSON_ONLY]
+    reqs = [r for e in ("jetson", "jetson-train", "jetson-track") for r in EXTRAS[e]
+            if Requirement(r).name not in JETSON_ONLY]
+    reqs += [w for c in pip_installs(commands(JETSON)) if "--no-deps" in c
+             for w in c if w.startswith(("trackers", "supervision"))]
     main = next(c for c in pip_installs(dockerfile_commands(ROOT / "docker/Dockerfile.jetson")[0])
                 if "jetson" in extras_named(c))
     reqs += [w for w in main if w.startswith("numpy")]
