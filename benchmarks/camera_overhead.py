@@ -81,11 +81,11 @@ def frame_rows(records: list[dict[str, Any]], warmup: int) -> list[dict[str, Any
     the stage. detect/classify stages also give their non-inference part (runner bookkeeping around the
     models' own time)."""
     rows = []
+    from edgekit.camera.loop import NOT_STAGES  # the loop's own totals and waits; capture stays, reported apart
+
     for r in records[warmup:]:
         infer = r["det_infer_ns"] + r["cls_infer_ns"]
-        st = dict(r["stages_ns"])
-        for k in ("frame", "overhead", "overhead_cpu", "latency", "queued"):  # the loop's own copies, and waits
-            st.pop(k, None)
+        st = {k: v for k, v in r["stages_ns"].items() if k == "capture" or k not in NOT_STAGES}
         timed = sum(v for k, v in st.items() if k != "capture")  # capture (decode) is not part of frame_ns
         st["untimed"] = r["frame_ns"] - timed  # frame time in no stage: glue, softmax/labels, timer spans
         if "detect" in st:

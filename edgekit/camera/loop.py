@@ -50,8 +50,6 @@ from edgekit.vision.draw import draw_counts, draw_hud, draw_objects
 log = logging.getLogger(__name__)
 
 
-
-
 @dataclass
 class CameraConfig:
     input: str = option("", hint="pass a camera URI, a video file or an image folder")  # csi://0, /dev/video0, rtsp://..., a video file, an image folder or glob
@@ -107,7 +105,7 @@ def capture_options_for(cfg: CameraConfig) -> CaptureOptions:
 
 
 RSS_EVERY, RSS_KEEP = 500, 240  # an RSS sample every 500 frames; past 240 samples, every other one is dropped
-NOT_STAGES = ("frame", "capture", "overhead", "overhead_cpu", "queued", "latency")  # timer entries the HUD leaves out
+NOT_STAGES = ("frame", "capture", "overhead", "overhead_cpu", "queued", "latency")  # totals, waits, decode: not stages
 
 
 def run_camera(cfg: CameraConfig, *, capture_options: CaptureOptions | None = None,
@@ -323,7 +321,6 @@ def _overlay(frame: np.ndarray, *, objects: list[dict[str, Any]], fps: float, st
 
 def _last_ms(timer: Timer) -> dict[str, float]:
     return {k: v[-1] / 1e6 for k, v in timer.samples.items() if k not in NOT_STAGES and v}
-
 
 
 def _report(cfg, source, timer, frames, seconds, rss, interrupted, outputs, error) -> dict[str, Any]:

@@ -192,7 +192,6 @@ def imagenet_labels(arch: str) -> list[str]:
     return list(torchvision.models.get_model_weights(arch).DEFAULT.meta["categories"])
 
 
-
 def weights_preprocessing(arch: str) -> tuple[dict, str]:
     """The preprocessing the architecture's pretrained weights expect, as InputSpec fields, and its source."""
     if arch in PACKAGED_ONLY:

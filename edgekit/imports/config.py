@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 from edgekit.configs import ONNX_OPSETS, check_config, option
 from edgekit.errors import EdgekitError
+from edgekit.vision.decoders import DECODER_HINT, DECODER_SPEC
 
 _NUM = r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*"
 THREE_NUMBERS = rf"{_NUM}(,{_NUM},{_NUM})?"  # one value for all channels, or three
 SIZE = r"\d+(,\d+)?"  # N or H,W
-DECODER = r"[A-Za-z_][\w.\-]*(:[A-Za-z_][\w.]*)?"  # as camera's --decoder: a built-in's name, an entry point's, or module:function
 
 
 @dataclass
@@ -20,7 +20,7 @@ class ImportConfig:
     out: str = option("", path="out_dir", hint="the model directory to write: --out DIR")  # the model directory to write (a new folder, or one edgekit made)
     task: str = option("", choices=("classify", "detect"), empty=True)  # classify | detect; empty: from the model's metadata or output shape
     labels: str = option("", path="file", empty=True)  # class names: .txt (one a line), .yaml or .json (a list, a dict id: name, or names:); empty: the model's metadata
-    decoder: str = option("", pattern=DECODER, empty=True, hint="yolov8, yolov5, end2end or an installed plug-in's module.path:function")  # detector output decoder: yolov8 | yolov5 | end2end | an installed plug-in module.path:function; empty: chosen from the output shape and metadata
+    decoder: str = option("", empty=True, pattern=DECODER_SPEC, hint=DECODER_HINT)  # detector output decoder: yolov8 | yolov5 | end2end | an installed plug-in module.path:function; empty: chosen from the output shape and metadata
     data: str = option("", path="any", empty=True)  # detectors: a YOLO data.yaml with the model's classes (parity images, mAP; later commands use it as held-out data); torchvision:NAME: a folder of images for the ONNX parity check
     trust_pickle: bool = False  # required for a .pt: ultralytics unpickles it, which runs any code it holds (edgekit does it in a separate process)
     weights: str = option("", path="file", empty=True)  # torchvision:NAME: a local weights file (state dict, read weights-only); empty: the packaged or torchvision ones

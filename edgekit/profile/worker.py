@@ -52,8 +52,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         outputs = np.concatenate([runner.infer({name: inputs[i:i + 1]})[out_name] for i in range(len(inputs))])
         np.save(spec["outputs"], outputs)
         if images and batch == 1:
-            result["end_to_end_ms"] = end_to_end(runner, task_for(manifest, spec.get("decoder", "")).pipeline(manifest), images, name,
-                                                 out_name)
+            pipeline = task_for(manifest, spec.get("decoder", "")).pipeline(manifest)
+            result["end_to_end_ms"] = end_to_end(runner, pipeline, images, name, out_name)
         result.update(peak_rss_mb=round(peak_rss_mb(), 1), nvmap_mb=nvmap_mb(), device=runner.device,
                       precision_built=runner.precision, info=getattr(runner, "info", None))
     result["cuda_peak_mb"] = _cuda_peak_mb(spec["backend"])
